@@ -1,0 +1,1 @@
+"""The Omnikube operator: reconciles OmniDeployments into workers, a gateway and their objects."""

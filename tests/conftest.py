@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/ as pytest plugins, one module per concern."""
+
+pytest_plugins = [
+    "tests.fixtures.cluster",
+    "tests.fixtures.processes",
+]
