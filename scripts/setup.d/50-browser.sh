@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Headless Chromium and its WebDriver for the web UI's browser tests (tests/web/; selenium itself is
+# a `test` extra in pyproject.toml). Node, for the JS unit tests in tests/js/ (`node --test`), too.
+# Idempotent: each step is skipped when its tool is already there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+# Fonts so that screenshots show text instead of boxes.
+dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need+=(fonts-dejavu-core)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
