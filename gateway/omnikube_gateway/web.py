@@ -1,5 +1,101 @@
-"""Placeholder router; its owner replaces this module."""
+"""The web UI: HTML pages at the seed's routes and the static files they load.
 
-from fastapi import APIRouter
+Duties:
+- serve the pages (`/`, `/turnbased`, `/audio_duplex`, `/omni`, `/admin`, `/s/{session_id}`);
+  a user page whose app is disabled in the gateway's apps registry redirects to `/` (302);
+- serve `/static/{path}` from `web/static/` and nothing outside it.
 
-router = APIRouter()
+No build step: the pages are plain HTML + ES modules under `web/`. Every URL inside them is
+relative, so the UI works at any path prefix (Ingress) and over HTTPS; the page picks ws:// or
+wss:// from its own location. All the logic lives in the browser; this module only hands out files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+WEB_DIR = Path(__file__).with_name("web")
+STATIC_DIR = WEB_DIR / "static"
+
+# Pages are small and change with every deploy; revalidate instead of serving stale code.
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+_MEDIA_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def _app_enabled(request: Request, app_id: str) -> bool:
+    """Ask the gateway's apps registry (`app.state.apps`, apps.py); no registry = enabled."""
+    registry = getattr(request.app.state, "apps", None)
+    return True if registry is None else registry.enabled(app_id)
+
+
+def _page(name: str) -> FileResponse:
+    return FileResponse(WEB_DIR / name, media_type=_MEDIA_TYPES[".html"], headers=_NO_CACHE)
+
+
+def _gated_page(request: Request, app_id: str, name: str) -> Response:
+    if not _app_enabled(request, app_id):
+        return RedirectResponse("./", status_code=302)
+    return _page(name)
+
+
+@router.get("/")
+async def home() -> Response:
+    return _page("index.html")
+
+
+@router.get("/turnbased")
+async def turnbased(request: Request) -> Response:
+    return _gated_page(request, "turnbased", "turnbased.html")
+
+
+@router.get("/audio_duplex")
+async def audio_duplex(request: Request) -> Response:
+    return _gated_page(request, "audio_duplex", "audio_duplex.html")
+
+
+@router.get("/omni")
+async def omni(request: Request) -> Response:
+    return _gated_page(request, "omni", "omni.html")
+
+
+@router.get("/admin")
+async def admin() -> Response:
+    return _page("admin.html")
+
+
+@router.get("/s/{session_id}")
+async def session_viewer(session_id: str) -> Response:
+    # The page fetches /api/sessions/{id} itself and says "not found" there, so one file serves all.
+    return _page("session.html")
+
+
+def _resolve_static(path: str) -> Path | None:
+    """The file under STATIC_DIR that `path` names, or None (missing, a directory, or outside)."""
+    root = STATIC_DIR.resolve()
+    candidate = (root / path).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    return candidate
+
+
+@router.get("/static/{path:path}")
+async def static_file(path: str) -> Response:
+    file = await asyncio.to_thread(_resolve_static, path)
+    if file is None:
+        raise HTTPException(status_code=404, detail=f"Static file not found: {path}")
+    media_type = _MEDIA_TYPES.get(file.suffix)
+    return FileResponse(file, media_type=media_type, headers=_NO_CACHE)

@@ -1,0 +1,164 @@
+/**
+ * The browser end of the audio pipeline.
+ *
+ * MicCapture: microphone -> AudioContext at 16 kHz -> AudioWorklet -> fixed-size float32 chunks.
+ * StreamPlayer: 24 kHz float32 chunks -> AudioBufferSourceNodes on a gapless timeline (PlaybackSchedule).
+ * decodeToMono16k: any audio file the browser can decode -> 16 kHz mono float32 (ref audio, uploads).
+ */
+import { INPUT_RATE, OUTPUT_RATE, PlaybackSchedule, downmix } from "./pcm.js";
+
+const WORKLET_URL = new URL("./capture-worklet.js", import.meta.url);
+
+export class MicCapture {
+  /** @param {{chunkSize?: number, onChunk: (f32: Float32Array) => void, deviceId?: string}} options */
+  constructor({ chunkSize = INPUT_RATE, onChunk, deviceId } = {}) {
+    this.chunkSize = chunkSize;
+    this.onChunk = onChunk;
+    this.deviceId = deviceId;
+    this.ctx = null;
+    this.stream = null;
+    this.node = null;
+    this.analyser = null;
+    this.paused = false;
+    this.chunks = 0;
+  }
+
+  async start() {
+    if (!navigator.mediaDevices?.getUserMedia) {
+      throw new Error("microphone unavailable: the page needs HTTPS (or localhost) and a browser with getUserMedia");
+    }
+    const audio = { channelCount: 1, echoCancellation: true, noiseSuppression: true };
+    if (this.deviceId) audio.deviceId = { exact: this.deviceId };
+    this.stream = await navigator.mediaDevices.getUserMedia({ audio });
+    // The context's rate does the resampling to what the model hears.
+    this.ctx = new AudioContext({ sampleRate: INPUT_RATE });
+    await this.ctx.audioWorklet.addModule(WORKLET_URL);
+    const source = this.ctx.createMediaStreamSource(this.stream);
+    this.node = new AudioWorkletNode(this.ctx, "omnikube-capture", {
+      processorOptions: { chunkSize: this.chunkSize },
+    });
+    this.node.port.onmessage = (event) => {
+      if (this.paused) return;
+      this.chunks += 1;
+      this.onChunk(event.data);
+    };
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = 1024;
+    source.connect(this.analyser);
+    source.connect(this.node);
+    // A silent path to the destination keeps the worklet pulled by the graph in every browser.
+    const mute = this.ctx.createGain();
+    mute.gain.value = 0;
+    this.node.connect(mute).connect(this.ctx.destination);
+    if (this.ctx.state === "suspended") await this.ctx.resume();
+  }
+
+  /** Stop capturing; posts the partial last chunk first when `flush` is true. */
+  async stop({ flush = true } = {}) {
+    if (flush && this.node) {
+      const last = new Promise((resolve) => {
+        const previous = this.node.port.onmessage;
+        const timer = setTimeout(resolve, 300);
+        this.node.port.onmessage = (event) => {
+          previous(event);
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.node.port.postMessage("flush");
+      await last;
+    }
+    this.stream?.getTracks().forEach((t) => t.stop());
+    await this.ctx?.close().catch(() => {});
+    this.ctx = this.node = this.stream = this.analyser = null;
+  }
+}
+
+export class StreamPlayer {
+  constructor({ delayMs = 200 } = {}) {
+    this.schedule = new PlaybackSchedule({ delayMs });
+    this.ctx = null;
+    this.sources = new Set();
+    this.playedChunks = 0; // chunks whose playback finished
+  }
+
+  /** Create (or wake) the context; call from a user gesture so autoplay rules allow sound. */
+  async ensureStarted() {
+    if (!this.ctx) this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
+    if (this.ctx.state === "suspended") await this.ctx.resume();
+    return this.ctx;
+  }
+
+  set delayMs(ms) {
+    this.schedule.delayS = Math.max(0, Number(ms) || 0) / 1000;
+  }
+
+  /** Queue one chunk of 24 kHz float32 samples behind what is already playing. */
+  push(samples) {
+    if (!samples.length) return;
+    if (!this.ctx) this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
+    const buffer = this.ctx.createBuffer(1, samples.length, OUTPUT_RATE);
+    buffer.copyToChannel(samples, 0);
+    const source = this.ctx.createBufferSource();
+    source.buffer = buffer;
+    source.connect(this.ctx.destination);
+    const start = this.schedule.place(buffer.duration, this.ctx.currentTime);
+    source.onended = () => {
+      this.sources.delete(source);
+      this.playedChunks += 1;
+    };
+    this.sources.add(source);
+    source.start(start);
+  }
+
+  endTurn() {
+    this.schedule.endTurn();
+  }
+
+  /** Silence at once (stop, force-listen): drop everything scheduled. */
+  flush() {
+    for (const source of this.sources) {
+      try {
+        source.stop();
+      } catch {
+        /* already stopped */
+      }
+    }
+    this.sources.clear();
+    this.schedule.clear();
+  }
+
+  /** Milliseconds of speech queued ahead of the speaker. */
+  get aheadMs() {
+    return this.ctx ? Math.round(this.schedule.aheadS(this.ctx.currentTime) * 1000) : 0;
+  }
+
+  get playing() {
+    return this.sources.size > 0;
+  }
+
+  async close() {
+    this.flush();
+    await this.ctx?.close().catch(() => {});
+    this.ctx = null;
+  }
+}
+
+/** Decode an audio (or video) file and render it as 16 kHz mono float32. */
+export async function decodeToMono16k(arrayBuffer) {
+  const probe = new AudioContext();
+  let decoded;
+  try {
+    decoded = await probe.decodeAudioData(arrayBuffer);
+  } finally {
+    probe.close();
+  }
+  const length = Math.ceil(decoded.duration * INPUT_RATE);
+  const offline = new OfflineAudioContext(1, Math.max(1, length), INPUT_RATE);
+  const source = offline.createBufferSource();
+  source.buffer = decoded;
+  source.connect(offline.destination);
+  source.start();
+  const rendered = await offline.startRendering();
+  return downmix(rendered);
+}

@@ -1,0 +1,404 @@
+/**
+ * Full-duplex sessions: /audio_duplex (voice) and /omni (voice + camera). The page's <body>
+ * says which (data-mode, data-prefix); everything else is shared.
+ *
+ * Session flow over ws/duplex/{session_id} (ids `adx_…` = audio, `omni_…` = omni):
+ *   [queued, queue_update*] → queue_done → (client) prepare → prepared → audio_chunk every second
+ *   (omni adds one JPEG frame) → result per chunk; pause/paused, resume/resumed; stop/stopped.
+ * The client sends `prepare` on queue_done, or 100 ms after opening when nothing came (the
+ * gateway holds early frames until a worker is assigned).
+ * Speech from `result.audio_data` (24 kHz float32) plays as it arrives on a gapless timeline.
+ */
+import { $, api, buildNav, el, frontendDefaults, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
+import { MicCapture, StreamPlayer } from "./audio.js";
+import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
+import { QueuePanel } from "./queue-view.js";
+import { VoicePicker } from "./voice.js";
+
+const MODE = document.body.dataset.mode; // "audio_duplex" | "omni"
+const PREFIX = document.body.dataset.prefix; // "adx" | "omni"
+const OMNI = MODE === "omni";
+const PREPARE_GRACE_MS = 100;
+const STOP_GRACE_MS = 2000;
+
+const log = $("#log");
+const player = new StreamPlayer();
+const voice = new VoicePicker($("#voice"), {
+  mode: MODE,
+  label: "Voice (LLM and TTS reference audio)",
+  onPreset: (preset) => {
+    if (preset.system_prompt) $("#system-prompt").value = preset.system_prompt;
+  },
+});
+const queue = new QueuePanel($("#queue"), { onLeave: () => stop() });
+statusPill(10000);
+
+const session = {
+  state: "stopped", // connecting | queued | preparing | active | pausing | paused | stopping | stopped
+  id: null,
+  recordingId: null,
+  ws: null,
+  capture: null,
+  prepareSent: false,
+  prepareTimer: null,
+  startedAt: null,
+  chunksSent: 0,
+  results: 0,
+  speaking: false,
+  aiLine: null,
+  last: {},
+};
+let camera = null;
+
+// For the browser tests and for curious users: the live objects of this page.
+window.omnikube = { session, player, queue, voice };
+
+frontendDefaults().then((d) => {
+  $("#opt-delay").value = d.playback_delay_ms;
+  player.delayMs = d.playback_delay_ms;
+});
+$("#opt-delay").addEventListener("change", () => (player.delayMs = $("#opt-delay").value));
+buildNav(MODE);
+
+// ---------------------------------------------------------------- UI state
+
+const LAMP = {
+  connecting: ["Connecting…", ""],
+  queued: ["Queued", "queued"],
+  preparing: ["Preparing…", ""],
+  active: ["LIVE", "live"],
+  pausing: ["Pausing…", "paused"],
+  paused: ["Paused", "paused"],
+  stopping: ["Stopping…", ""],
+  stopped: ["Stopped", ""],
+};
+
+function setState(next) {
+  session.state = next;
+  document.body.dataset.session = next;
+  const [text, cls] = LAMP[next];
+  const lamp = $("#lamp");
+  lamp.textContent = text;
+  lamp.className = `lamp ${cls}`;
+  const running = next !== "stopped";
+  $("#start").disabled = running;
+  $("#start").textContent = next === "queued" ? "Queued" : next === "preparing" ? "Preparing…" : "Start";
+  $("#stop").disabled = !running || next === "stopping";
+  $("#stop").textContent = next === "queued" || next === "connecting" ? "Cancel" : "Stop";
+  $("#pause").disabled = !["active", "paused"].includes(next);
+  $("#pause").textContent = next === "paused" || next === "pausing" ? "Resume" : "Pause";
+  renderMetrics();
+}
+
+function renderMetrics() {
+  const r = session.last;
+  const items = [
+    ["State", session.state],
+    ["SID", session.id ? session.id.slice(0, 12) : "—"],
+    ["Model", session.results ? (session.speaking ? "Speaking" : "Listening") : "—"],
+    ["Chunks", session.chunksSent],
+    ["Results", session.results],
+    ["KV", r.kv_cache_length ?? "—"],
+    ["Infer", r.wall_clock_ms != null ? `${Math.round(r.wall_clock_ms)} ms` : "—"],
+    ["Ahead", `${player.aheadMs} ms${player.schedule.gaps ? ` ⚠${player.schedule.gaps}` : ""}`],
+  ];
+  $("#metrics").replaceChildren(...items.map(([k, v]) => el("div", { dataset: { metric: k.toLowerCase() } }, k, el("b", {}, String(v)))));
+}
+
+setInterval(() => {
+  if (session.startedAt && session.state !== "stopped") {
+    const s = Math.floor((Date.now() - session.startedAt) / 1000);
+    $("#timer").textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+  renderMetrics();
+}, 1000);
+
+function drawWave() {
+  const canvas = $("#wave");
+  const g = canvas.getContext("2d");
+  const analyser = session.capture?.analyser;
+  g.clearRect(0, 0, canvas.width, canvas.height);
+  if (analyser) {
+    const data = new Float32Array(analyser.fftSize);
+    analyser.getFloatTimeDomainData(data);
+    g.beginPath();
+    for (let i = 0; i < data.length; i++) {
+      const x = (i / data.length) * canvas.width;
+      const y = canvas.height / 2 - data[i] * canvas.height;
+      if (i) g.lineTo(x, y);
+      else g.moveTo(x, y);
+    }
+    g.strokeStyle = session.state === "active" ? "#15803d" : "#888";
+    g.stroke();
+  }
+  requestAnimationFrame(drawWave);
+}
+requestAnimationFrame(drawWave);
+
+// ---------------------------------------------------------------- camera (omni)
+
+async function openCamera() {
+  if (!OMNI || camera) return;
+  try {
+    camera = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+    $("#camera").srcObject = camera;
+  } catch (error) {
+    logLine(log, `Error: camera unavailable (${error.message}); HTTPS is needed for camera access.`, "error");
+  }
+}
+
+/** One still frame, scaled to the chosen width (bandwidth), as JPEG base64. */
+function grabFrame() {
+  const video = $("#camera");
+  if (!video || !video.videoWidth) return null;
+  const width = Math.min(Number($("#opt-frame-width").value) || 480, video.videoWidth);
+  const height = Math.round((video.videoHeight * width) / video.videoWidth);
+  const canvas = grabFrame.canvas ?? (grabFrame.canvas = document.createElement("canvas"));
+  canvas.width = width;
+  canvas.height = height;
+  const g = canvas.getContext("2d");
+  g.save();
+  if ($("#opt-mirror").checked) {
+    g.translate(width, 0);
+    g.scale(-1, 1);
+  }
+  g.drawImage(video, 0, 0, width, height);
+  g.restore();
+  return canvas.toDataURL("image/jpeg", 0.7).split(",", 2)[1];
+}
+
+// ---------------------------------------------------------------- session
+
+function send(message) {
+  if (session.ws?.readyState === WebSocket.OPEN) session.ws.send(JSON.stringify(message));
+}
+
+async function start() {
+  if (session.state !== "stopped") return;
+  await voice.ready;
+  await player.ensureStarted(); // inside the click, so the browser lets us play sound
+  player.delayMs = $("#opt-delay").value;
+  Object.assign(session, {
+    id: newSessionId(PREFIX), recordingId: null, prepareSent: false, chunksSent: 0, results: 0,
+    speaking: false, aiLine: null, last: {}, startedAt: null,
+  });
+  $("#session-id").textContent = session.id;
+  $("#timer").textContent = "";
+  setState("connecting");
+  const ws = new WebSocket(wsUrl(`ws/duplex/${encodeURIComponent(session.id)}`));
+  session.ws = ws;
+  ws.onopen = () => {
+    session.prepareTimer = setTimeout(() => {
+      if (session.state === "connecting") sendPrepare();
+    }, PREPARE_GRACE_MS);
+  };
+  ws.onmessage = (event) => {
+    if (ws !== session.ws) return;
+    let frame;
+    try {
+      frame = JSON.parse(event.data);
+    } catch {
+      logLine(log, "Error: the server sent a frame that is not JSON", "error");
+      return;
+    }
+    onFrame(frame);
+  };
+  ws.onclose = (event) => {
+    if (ws !== session.ws) return;
+    const reason = event.reason ? `: ${event.reason}` : "";
+    if (session.state !== "stopping") {
+      logLine(log, event.code === 1000 ? "Session ended" : `Connection closed (${event.code}${reason})`, event.code === 1000 ? "system" : "error");
+    }
+    teardown();
+  };
+}
+
+function sendPrepare() {
+  if (session.prepareSent) return;
+  session.prepareSent = true;
+  clearTimeout(session.prepareTimer);
+  const message = {
+    type: "prepare",
+    system_prompt: $("#system-prompt").value.trim() || "You are a helpful assistant.",
+    config: { length_penalty: Number($("#opt-length-penalty").value) || 1.1 },
+  };
+  if (voice.value) message.ref_audio_base64 = voice.value;
+  if (OMNI) message.max_slice_nums = $("#opt-hd").checked ? 2 : 1;
+  send(message);
+  if (session.state === "connecting") setState("preparing");
+}
+
+function onFrame(frame) {
+  switch (frame.type) {
+    case "queued":
+      clearTimeout(session.prepareTimer);
+      logLine(log, `Queued ${frame.position}/${frame.queue_length ?? "?"}, about ~${Math.round(frame.estimated_wait_s ?? 0)}s`);
+    // falls through
+    case "queue_update":
+      queue.update(frame);
+      setState("queued");
+      break;
+    case "queue_done":
+      queue.done();
+      setState("preparing");
+      sendPrepare();
+      break;
+    case "prepared":
+      onPrepared(frame);
+      break;
+    case "result":
+      onResult(frame);
+      break;
+    case "paused":
+      setState("paused");
+      logLine(log, "Paused");
+      break;
+    case "resumed":
+      if (session.capture) session.capture.paused = false;
+      setState("active");
+      logLine(log, "Resumed");
+      break;
+    case "stopped":
+      logLine(log, "Session stopped");
+      teardown();
+      break;
+    case "timeout":
+      logLine(log, `Timeout: ${frame.reason ?? "session ended by the server"}`, "error");
+      teardown();
+      break;
+    case "error":
+      if (session.state === "paused" && /paused/i.test(frame.error ?? "")) break;
+      logLine(log, `Error: ${frame.error}`, "error");
+      if (["connecting", "queued"].includes(session.state)) teardown();
+      break;
+    default:
+      break;
+  }
+}
+
+async function onPrepared(frame) {
+  queue.done();
+  session.recordingId = frame.recording_session_id ?? null;
+  if (session.recordingId) {
+    rememberSession(session.recordingId, OMNI ? "omni_duplex" : "audio_duplex");
+    const link = el("a", { href: `s/${encodeURIComponent(session.recordingId)}`, target: "_blank" }, "recording");
+    logLine(log, "").append(`Prepared (${frame.prompt_length ?? "?"} tokens) — `, link);
+  } else {
+    logLine(log, `Prepared (${frame.prompt_length ?? "?"} tokens)`);
+  }
+  if (OMNI) await openCamera();
+  session.capture = new MicCapture({ chunkSize: 16000, onChunk: sendChunk });
+  try {
+    await session.capture.start();
+  } catch (error) {
+    logLine(log, `Error: ${error.message}`, "error");
+    stop();
+    return;
+  }
+  session.startedAt = Date.now();
+  setState("active");
+  logLine(log, "Session active — speak now");
+}
+
+function sendChunk(samples) {
+  if (session.state !== "active" && session.state !== "stopping") return;
+  const message = { type: "audio_chunk", audio_base64: float32ToBase64(samples) };
+  if ($("#opt-force-listen").checked) message.force_listen = true;
+  if (OMNI) {
+    const frame = grabFrame();
+    if (frame) message.frame_base64_list = [frame];
+    if ($("#opt-hd").checked) message.max_slice_nums = 2;
+  }
+  send(message);
+  session.chunksSent += 1;
+}
+
+function onResult(r) {
+  session.results += 1;
+  session.last = r;
+  if (!r.is_listen) {
+    session.speaking = true;
+    if (r.audio_data) player.push(base64ToFloat32(r.audio_data));
+    if (r.text) {
+      if (!session.aiLine) session.aiLine = logLine(log, "AI: ", "ai");
+      session.aiLine.textContent += r.text;
+    }
+    if (r.end_of_turn) endAiTurn();
+  } else {
+    if (session.speaking) endAiTurn();
+    if (r.text) logLine(log, `You: ${r.text}`, "user");
+  }
+  const maxKv = Number($("#opt-max-kv").value) || 8192;
+  if (r.kv_cache_length >= maxKv) {
+    logLine(log, `⚠ KV cache (${r.kv_cache_length}) reached limit. Auto-stopping.`, "error");
+    stop();
+  }
+}
+
+function endAiTurn() {
+  session.speaking = false;
+  session.aiLine = null;
+  player.endTurn();
+  logLine(log, "— end of turn —");
+}
+
+function togglePause() {
+  if (session.state === "active") {
+    if (session.capture) session.capture.paused = true; // nothing is sent while paused
+    send({ type: "pause" });
+    setState("pausing");
+  } else if (session.state === "paused") {
+    send({ type: "resume" });
+    setState("pausing"); // until `resumed`; reuses the "in between" lamp
+    $("#lamp").textContent = "Resuming…";
+  }
+}
+
+async function stop() {
+  const ws = session.ws;
+  if (!ws || session.state === "stopped" || session.state === "stopping") return;
+  if (["connecting", "queued", "preparing"].includes(session.state) && !session.capture) {
+    // Leaving the queue: the gateway frees the place when the socket closes; DELETE makes it instant.
+    if (queue.ticketId) api(`api/queue/${encodeURIComponent(queue.ticketId)}`, { method: "DELETE" }).catch(() => {});
+    logLine(log, session.state === "queued" ? "Left the queue" : "Cancelled");
+    setState("stopping");
+    ws.close(1000, "client left");
+    teardown();
+    return;
+  }
+  setState("stopping");
+  if (session.capture) await session.capture.stop({ flush: true }); // the last words still go out
+  send({ type: "stop" });
+  setTimeout(() => {
+    if (session.ws === ws && session.state !== "stopped") {
+      ws.close(1000, "client stopped");
+      teardown();
+    }
+  }, STOP_GRACE_MS);
+}
+
+function teardown() {
+  clearTimeout(session.prepareTimer);
+  queue.done();
+  const { ws, capture } = session;
+  session.ws = null;
+  session.capture = null;
+  capture?.stop({ flush: false });
+  if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
+  player.flush();
+  setState("stopped");
+}
+
+$("#start").addEventListener("click", start);
+$("#stop").addEventListener("click", stop);
+$("#pause").addEventListener("click", togglePause);
+$("#opt-force-listen").addEventListener("change", () => {
+  if ($("#opt-force-listen").checked) player.flush(); // silence the model at once
+});
+window.addEventListener("pagehide", () => {
+  send({ type: "stop" });
+  session.ws?.close(1000);
+});
+
+setState("stopped");
+openCamera();
