@@ -1,0 +1,80 @@
+/**
+ * Session viewer (s/{id}): metadata, comment, and the recording: the stitched replay and the chunk
+ * timeline for duplex sessions, the turns with their audio for chat and half-duplex sessions.
+ */
+import { $, api, el } from "./common.js";
+
+const id = decodeURIComponent(location.pathname.split("/s/").pop().replace(/\/$/, ""));
+
+function assetUrl(path) {
+  return `api/sessions/${encodeURIComponent(id)}/assets/${path.split("/").map(encodeURIComponent).join("/")}`;
+}
+
+function audio(path) {
+  return el("audio", { controls: true, preload: "none", src: assetUrl(path) });
+}
+
+function renderInfo(meta, comment) {
+  document.title = `${meta.title || id} — Session Viewer`;
+  $("#title").textContent = meta.title || id;
+  $("#info").replaceChildren(
+    el("div", { class: "row" },
+      el("span", { class: "badge" }, meta.app_type ?? "session"),
+      el("a", { href: `api/sessions/${encodeURIComponent(id)}/download` }, "⬇ Download")),
+    el("div", {}, `ID: ${id}`),
+    el("div", {}, `Created: ${meta.created_at ? new Date(meta.created_at).toLocaleString() : "—"}`),
+    el("div", {}, `Duration: ${meta.duration_s != null ? `${meta.duration_s}s` : "active"}`),
+    el("div", {}, `Worker: GPU ${meta.worker_id ?? "?"}`),
+    comment ? el("p", {}, `Comment: ${comment}`) : null,
+    el("details", {}, el("summary", {}, "Config"), el("pre", {}, JSON.stringify(meta.config ?? {}, null, 2))));
+}
+
+function renderDuplex(rec) {
+  const parts = [el("h2", {}, "Replay")];
+  if (rec.merged_replay_video) parts.push(el("video", { controls: true, src: assetUrl(rec.merged_replay_video), class: "camera" }));
+  else if (rec.merged_replay) parts.push(el("div", { class: "muted" }, "Stereo: L = user, R = AI"), audio(rec.merged_replay));
+  else parts.push(el("p", { class: "muted" }, "Replay not available"));
+  parts.push(el("h2", {}, "Timeline"));
+  const rows = (rec.chunks ?? []).map((c) =>
+    el("tr", {},
+      el("td", {}, String(c.index)),
+      el("td", {}, c.user_audio ? audio(c.user_audio) : "—"),
+      el("td", {}, el("span", { class: `badge ${c.result?.mode === "SPEAK" ? "busy" : ""}` }, c.result?.mode ?? "?"),
+        " ", c.result?.text ?? "", c.result?.end_of_turn ? " ⏎" : ""),
+      el("td", {}, c.result?.ai_audio ? audio(c.result.ai_audio) : "")));
+  parts.push(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "User"), el("th", {}, "Model"), el("th", {}, "AI audio"))),
+    el("tbody", {}, ...rows)));
+  return parts;
+}
+
+function renderTurns(rec) {
+  const turns = rec.turns ?? [];
+  if (!turns.length) return [el("p", { class: "muted" }, "No turns recorded")];
+  return [el("div", { class: "messages", style: "max-height: none" }, ...turns.flatMap((t) => [
+    el("div", { class: "msg user" }, t.input?.text ?? "(voice)", t.input?.audio ? audio(t.input.audio) : null,
+      ...(t.input?.images ?? []).map((p) => el("img", { src: assetUrl(p), alt: p }))),
+    el("div", { class: "msg assistant" }, t.output?.text ?? "", t.output?.audio ? audio(t.output.audio) : null,
+      el("div", { class: "meta" }, `${Math.round(t.timing?.elapsed_ms ?? 0)}ms · ${t.timing?.tokens ?? "?"} tokens`)),
+  ]))];
+}
+
+async function main() {
+  let meta;
+  try {
+    meta = await api(`api/sessions/${encodeURIComponent(id)}`);
+  } catch (error) {
+    $("#title").textContent = `Session not found: ${id} (${error.status ?? error.message})`;
+    $("#info").hidden = true;
+    return;
+  }
+  const comment = await api(`api/sessions/${encodeURIComponent(id)}/comment`).then((c) => c.comment).catch(() => "");
+  renderInfo(meta, comment);
+  try {
+    const rec = await api(`api/sessions/${encodeURIComponent(id)}/recording`);
+    $("#content").replaceChildren(...(rec.mode === "duplex" ? renderDuplex(rec) : renderTurns(rec)));
+  } catch {
+    $("#content").replaceChildren(el("p", { class: "muted" }, "Recording data not available (session may still be active)"));
+  }
+}
+
+main();
