@@ -7,6 +7,9 @@ Shared by the worker (which speaks it) and the gateway (which routes and relays 
 from __future__ import annotations
 
 from enum import Enum
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class WorkerStatus(str, Enum):
@@ -42,3 +45,304 @@ AUDIO_DUPLEX_PREFIX = "adx_"
 INPUT_SAMPLE_RATE = 16_000   # client audio: float32 mono, base64
 OUTPUT_SAMPLE_RATE = 24_000  # model audio: float32 mono, base64 (POST /chat returns 16-bit WAV)
 WS_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+
+# --------------------------------------------------------------------------------------------------
+# Wire message models. Unknown fields are ignored (as the original's pydantic schemas do), so a
+# newer client never breaks an older worker; wrong types and out-of-range values are rejected.
+# --------------------------------------------------------------------------------------------------
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+PAUSE_TIMEOUT_CLOSE_REASON = "Pause timeout"
+CLOSE_TRY_AGAIN_LATER = 1013  # WebSocket close code for "not ready" / "busy"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# ---- content items and chat (POST /chat, WS /ws/chat) ------------------------------------------
+
+class TextItem(_Wire):
+    type: Literal["text"]
+    text: str
+
+
+class ImageItem(_Wire):
+    type: Literal["image"]
+    data: str = Field(description="base64 of an image file (PNG/JPEG/GIF/WebP)")
+
+
+class AudioItem(_Wire):
+    type: Literal["audio"]
+    data: str = Field(description="base64 raw float32 LE mono PCM at 16 kHz")
+    sample_rate: Literal[16000] = INPUT_SAMPLE_RATE
+
+
+class VideoItem(_Wire):
+    type: Literal["video"]
+    data: str = Field(description="base64 of a video file")
+    stack_frames: int = Field(1, ge=1)
+
+
+ContentItem = Annotated[Union[TextItem, ImageItem, AudioItem, VideoItem], Field(discriminator="type")]
+
+
+class Message(_Wire):
+    role: Literal["system", "user", "assistant"]
+    content: Union[str, list[ContentItem]]
+
+
+class GenerationConfig(_Wire):
+    max_new_tokens: int = Field(512, ge=1, le=4096)
+    min_new_tokens: int = Field(0, ge=0)
+    do_sample: bool = True
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(0.8, ge=0, le=1)
+    top_k: int = Field(100, ge=0)
+    length_penalty: float = Field(1.1, ge=0.1, le=5.0)
+    max_inp_length: int = Field(8192, ge=1)
+
+
+class TTSSamplingParams(_Wire):
+    top_p: float = Field(0.85, ge=0, le=1)
+    min_p: float = Field(0.01, ge=0, le=1)
+    top_k: int = Field(25, ge=0)
+    repetition_penalty: float = Field(1.05, ge=1.0)
+    temperature: float = Field(0.8, ge=0, le=2)
+    win_size: int = Field(16, ge=1)
+    tau_r: float = Field(0.1, ge=0)
+
+
+class TTSConfig(_Wire):
+    enabled: bool = False
+    mode: Literal["default", "audio_assistant", "omni", "audio_roleplay", "voice_cloning"] = "audio_assistant"
+    ref_audio_path: str | None = None
+    ref_audio_data: str | None = None
+    ref_audio_max_ms: int | None = Field(None, ge=1000)
+    output_path: str | None = None
+    language: Literal["en", "zh"] = "en"
+    sampling: TTSSamplingParams = Field(default_factory=TTSSamplingParams)
+
+
+class ImageConfig(_Wire):
+    max_slice_nums: int | None = Field(None, ge=1, le=16)
+    use_image_id: bool = False
+
+
+class ChatRequest(_Wire):
+    """Body of `POST /chat`: the whole history, every call (stateless)."""
+
+    messages: list[Message] = Field(min_length=1)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    tts: TTSConfig = Field(default_factory=TTSConfig)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    use_tts_template: bool = False
+    omni_mode: bool = False
+    enable_thinking: bool = False
+    return_prompt: bool = False
+
+
+class TokenStats(_Wire):
+    cached_tokens: int = 0
+    input_tokens: int = 0
+    generated_tokens: int = 0
+    total_tokens: int = 0
+
+
+class WorkerInfo(_Wire):
+    """Extra fields (not in the original) on every session-level answer: which backend answered."""
+
+    backend: str
+    simulated: bool
+
+
+class ChatResponse(WorkerInfo):
+    text: str = ""
+    audio_path: str | None = None
+    audio_data: str | None = Field(None, description="base64 of a WAV file: mono, 24 kHz, 16-bit PCM")
+    audio_sample_rate: int = OUTPUT_SAMPLE_RATE
+    tokens_generated: int | None = None
+    duration_ms: float | None = None
+    prompt: str | None = None
+    token_stats: TokenStats | None = None
+    recording_session_id: str | None = None
+    error: str | None = None
+    success: bool = True
+
+
+class WsChatGeneration(_Wire):
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    length_penalty: float = Field(1.1, ge=0.1, le=5.0)
+
+
+class WsChatTTS(_Wire):
+    enabled: bool = False
+    ref_audio_data: str | None = None
+
+
+class WsChatRequest(_Wire):
+    """The one request frame of `WS /ws/chat`. Content items are parsed leniently by the worker."""
+
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    streaming: bool = True
+    generation: WsChatGeneration = Field(default_factory=WsChatGeneration)
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    tts: WsChatTTS = Field(default_factory=WsChatTTS)
+    use_tts_template: bool = False
+    omni_mode: bool = False
+    enable_thinking: bool = False
+
+
+class WorkerHealthResponse(_Wire):
+    status: Literal["healthy", "error", "initializing"]
+    worker_status: WorkerStatus
+    gpu_id: int
+    model_loaded: bool
+    current_session_id: str | None = None
+    total_requests: int = 0
+    avg_inference_time_ms: float = 0.0
+    kv_cache_length: int = 0
+    # Omnikube additions.
+    backend: str
+    simulated: bool
+    worker_index: int = 0
+
+
+# ---- full duplex (WS /ws/duplex) ----------------------------------------------------------------
+
+class DuplexConfig(_Wire):
+    generate_audio: bool = True
+    ls_mode: str = "explicit"
+    force_listen_count: int = Field(3, ge=0)
+    max_new_speak_tokens_per_chunk: int = Field(20, ge=1)
+    decode_mode: Literal["sampling", "greedy"] = "sampling"
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_k: int = Field(20, ge=0)
+    top_p: float = Field(0.8, ge=0, le=1)
+    text_repetition_penalty: float = Field(1.05, ge=1)
+    text_repetition_window_size: int = Field(512, ge=1)
+    length_penalty: float = Field(1.1, ge=0.1, le=5)
+    listen_prob_scale: float = Field(1.0, ge=0)
+    listen_top_k: int | None = None
+    tts_temperature: float = Field(0.8, ge=0, le=2)
+    chunk_ms: int = Field(1000, ge=100)
+    sample_rate: Literal[16000] = INPUT_SAMPLE_RATE
+
+
+class DuplexPrepare(_Wire):
+    type: Literal["prepare"] = "prepare"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    ref_audio_path: str | None = None
+    ref_audio_base64: str | None = None
+    tts_ref_audio_base64: str | None = None
+    config: DuplexConfig | None = None
+    deferred_finalize: bool = True
+    max_slice_nums: int | None = Field(None, ge=1, le=16)
+
+
+class DuplexAudioChunk(_Wire):
+    type: Literal["audio_chunk"] = "audio_chunk"
+    audio_base64: str | None = None
+    frame_base64_list: list[str] | None = None
+    force_listen: bool = False
+    max_slice_nums: int | None = Field(None, ge=1, le=16)
+
+
+class DuplexPause(_Wire):
+    type: Literal["pause"] = "pause"
+    timeout: float | None = Field(None, gt=0)
+
+
+class DuplexResult(_Wire):
+    type: Literal["result"] = "result"
+    is_listen: bool
+    text: str = ""
+    audio_data: str | None = None
+    end_of_turn: bool = False
+    current_time: int = 0
+    cost_llm_ms: float | None = None
+    cost_tts_prep_ms: float | None = None
+    cost_tts_ms: float | None = None
+    cost_token2wav_ms: float | None = None
+    cost_all_ms: float | None = None
+    n_tokens: int | None = None
+    n_tts_tokens: int | None = None
+    server_send_ts: float
+    wall_clock_ms: float
+    kv_cache_length: int = 0
+    vision_slices: int = 0
+    vision_tokens: int = 0
+
+
+# ---- half duplex (WS /ws/half_duplex) -----------------------------------------------------------
+
+class VadConfig(_Wire):
+    threshold: float = Field(0.7, ge=0, le=1)
+    min_speech_duration_ms: int = Field(128, ge=0)
+    min_silence_duration_ms: int = Field(500, ge=0)
+    speech_pad_ms: int = Field(30, ge=0)
+
+
+class HalfDuplexGeneration(_Wire):
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    length_penalty: float = Field(1.1, ge=0.1, le=5.0)
+    temperature: float = Field(0.7, ge=0, le=2)
+
+
+class HalfDuplexTTS(_Wire):
+    enabled: bool = True
+
+
+class HalfDuplexSessionConfig(_Wire):
+    timeout_s: float = Field(300, gt=0)
+
+
+class HalfDuplexConfig(_Wire):
+    vad: VadConfig = Field(default_factory=VadConfig)
+    generation: HalfDuplexGeneration = Field(default_factory=HalfDuplexGeneration)
+    tts: HalfDuplexTTS = Field(default_factory=HalfDuplexTTS)
+    session: HalfDuplexSessionConfig = Field(default_factory=HalfDuplexSessionConfig)
+
+
+class HalfDuplexPrepare(_Wire):
+    type: Literal["prepare"] = "prepare"
+    system_content: list[dict[str, Any]] = Field(default_factory=list)
+    config: HalfDuplexConfig = Field(default_factory=HalfDuplexConfig)
+
+
+class HalfDuplexAudioChunk(_Wire):
+    type: Literal["audio_chunk"] = "audio_chunk"
+    audio_base64: str | None = None
+
+
+class StreamChunk(_Wire):
+    """`chunk` of /ws/half_duplex and legacy /ws/streaming."""
+
+    type: Literal["chunk"] = "chunk"
+    chunk_index: int
+    text_delta: str | None = None
+    audio_data: str | None = None
+    audio_sample_rate: int = OUTPUT_SAMPLE_RATE
+    is_final: bool = False
+    duration_ms: float | None = None
+
+
+# ---- legacy streaming (WS /ws/streaming) --------------------------------------------------------
+
+class StreamingPrefill(_Wire):
+    type: Literal["prefill"] = "prefill"
+    session_id: str | None = None
+    messages: list[dict[str, Any]] = Field(default_factory=list)
+    is_last_chunk: bool = True
+    clear_kv_cache: bool = False
+    tts_ref_audio_base64: str | None = None
+    ref_audio_base64: str | None = None
+    max_slice_nums: int | None = Field(None, ge=1, le=16)
+
+
+class StreamingGenerate(_Wire):
+    type: Literal["generate"] = "generate"
+    session_id: str | None = None
+    generate_audio: bool = True
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    length_penalty: float = Field(1.1, ge=0.1, le=5.0)

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.processes",
+    "tests.fixtures.browser",
 ]

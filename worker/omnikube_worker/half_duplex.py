@@ -1,0 +1,206 @@
+"""Half duplex (`WS /ws/half_duplex?session_id=`): voice turns cut by the worker's own VAD.
+
+The conversation's KV cache lives for the connection: `prepare` resets it and prefills the system
+message, each user speech segment is prefilled on top, and the reply streams as `chunk`s ending in
+`turn_done`. Improvements on the original: one session at a time here too (close 1013 when busy),
+`stop` is honoured mid-turn (frames are read while the reply streams), and bad frames get `error`.
+`POST /half_duplex/stop` stops the reply in flight of every open session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import JSONResponse
+
+from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, DEFAULT_SYSTEM_PROMPT, INPUT_SAMPLE_RATE, HalfDuplexAudioChunk,
+                               HalfDuplexPrepare, WorkerStatus)
+
+from . import metrics
+from .backend import Audio, GenerateOptions, Turn
+from .content import parts_from_lenient
+from .context import WorkerContext, get_context
+from .duplex import sanitize_session_id
+from .generation import chunk_frame, final_chunk_frame, stream_reply
+from .media import MAX_DUPLEX_CHUNK_S, MediaError, decode_pcm16k
+from .state import Busy, NotReady
+from .vad import EnergyVad
+from .wsio import BadFrame, Disconnected, FrameReader, close, parse, send_error, send_json
+
+router = APIRouter()
+TYPE = "half_duplex"
+
+
+@router.post("/half_duplex/stop")
+async def half_duplex_stop(request: Request) -> JSONResponse:
+    ctx = get_context(request)
+    if not ctx.half_duplex_stops:
+        return JSONResponse({"success": False, "message": "No active half-duplex session"})
+    for flag in ctx.half_duplex_stops:
+        flag.set()
+    return JSONResponse({"success": True, "message": f"Stop signal sent to {len(ctx.half_duplex_stops)} session(s)"})
+
+
+@router.websocket("/ws/half_duplex")
+async def ws_half_duplex(ws: WebSocket, session_id: str | None = None) -> None:
+    ctx = get_context(ws)
+    sid = sanitize_session_id(session_id) or f"hdx_{uuid.uuid4().hex[:8]}"
+    try:
+        lease = await ctx.state.acquire(WorkerStatus.busy_half_duplex, sid)
+    except NotReady:
+        metrics.SESSIONS.labels(TYPE, "rejected_not_ready").inc()
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="Worker not ready")
+        return
+    except Busy as busy:
+        metrics.SESSIONS.labels(TYPE, "rejected_busy").inc()
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason=f"Worker busy: {busy.status.value}")
+        return
+    await ws.accept()
+    session = HalfDuplexSession(ctx, ws, sid)
+    ctx.half_duplex_stops.add(session.turn_stop)
+    outcome = "error"
+    try:
+        outcome = await session.run()
+    finally:
+        ctx.half_duplex_stops.discard(session.turn_stop)
+        session.reader.cancel()
+        metrics.SESSIONS.labels(TYPE, outcome).inc()
+        await lease.release()
+        await close(ws)
+
+
+class HalfDuplexSession:
+    def __init__(self, ctx: WorkerContext, ws: WebSocket, session_id: str) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.session_id = session_id
+        self.turn_stop = threading.Event()   # stops the reply in flight (stop frame, POST /half_duplex/stop)
+        self.ended = False                   # a `stop` frame ends the whole session
+        self.reader = FrameReader(ws, self._on_stop_frame)
+        self.prepare: HalfDuplexPrepare | None = None
+        self.voice = None
+        self.vad = EnergyVad()
+        self.deadline: float | None = None
+        self.started = time.monotonic()
+        self.turns = 0
+
+    def _on_stop_frame(self) -> None:
+        self.ended = True
+        self.turn_stop.set()
+
+    async def run(self) -> str:
+        while True:
+            try:
+                timeout = None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+                message = await self.reader.next(timeout)
+            except asyncio.TimeoutError:
+                await send_json(self.ws, {"type": "timeout", "elapsed_s": round(time.monotonic() - self.started, 1)})
+                return "timeout"
+            except Disconnected:
+                return "client_gone"
+            except BadFrame as exc:
+                await self._bad(str(exc))
+                continue
+            try:
+                outcome = await self._handle(message)
+            except Disconnected:
+                return "client_gone"
+            except (BadFrame, MediaError) as exc:
+                await self._bad(str(exc))
+                continue
+            if outcome:
+                return outcome
+
+    async def _handle(self, message: dict) -> str | None:
+        kind = message.get("type")
+        if kind == "stop":
+            return "stopped"  # no reply, as in the original; the socket is closed
+        if self.ended:
+            return "stopped"
+        if kind == "prepare":
+            await self._prepare(parse(HalfDuplexPrepare, message, "prepare"))
+        elif kind == "audio_chunk":
+            chunk = parse(HalfDuplexAudioChunk, message, "audio_chunk")
+            if self.prepare is None:
+                raise BadFrame("Not prepared yet")
+            if chunk.audio_base64:
+                await self._audio(decode_pcm16k(chunk.audio_base64, "audio_base64", MAX_DUPLEX_CHUNK_S),
+                                  message.get("sim_fault"))
+        else:
+            raise BadFrame(f"Unknown type: {kind}")
+        return "stopped" if self.ended else None
+
+    async def _prepare(self, prepare: HalfDuplexPrepare) -> None:
+        items = [i for i in prepare.system_content if isinstance(i, dict) and i.get("type") in ("text", "audio")]
+        parts = parts_from_lenient(items, "system_content")
+        if not any(isinstance(p, str) for p in parts):
+            parts.insert(0, DEFAULT_SYSTEM_PROMPT)
+        self.voice = next((p.samples for p in parts if isinstance(p, Audio)), None)
+        await self.ctx.backend.stream_reset()
+        await self.ctx.backend.stream_prefill([Turn("system", parts)], self._options())
+        self.prepare = prepare
+        self.vad = EnergyVad(prepare.config.vad)
+        self.started = time.monotonic()
+        self.deadline = self.started + prepare.config.session.timeout_s
+        await send_json(self.ws, {"type": "prepared", "session_id": self.session_id,
+                                  "timeout_s": prepare.config.session.timeout_s, **self.ctx.info()})
+
+    def _options(self, fault: object = None) -> GenerateOptions:
+        config = self.prepare.config if self.prepare else None
+        return GenerateOptions(
+            max_new_tokens=config.generation.max_new_tokens if config else 256,
+            length_penalty=config.generation.length_penalty if config else 1.1,
+            temperature=config.generation.temperature if config else 0.7,
+            generate_audio=config.tts.enabled if config else True, voice=self.voice, use_tts_template=True,
+            fault=fault if isinstance(fault, str) else None,
+        )
+
+    async def _audio(self, samples, fault: object) -> None:
+        for event in self.vad.feed(samples):
+            if event.kind == "start":
+                await send_json(self.ws, {"type": "vad_state", "speaking": True})
+            elif event.kind == "discard":
+                await send_json(self.ws, {"type": "vad_state", "speaking": False})
+            elif event.segment is not None:
+                await self._turn(event.segment, fault)
+                self.vad.reset()
+                return  # audio after the segment belongs to the next turn; like the original, it is dropped
+
+    async def _turn(self, segment, fault: object) -> None:
+        ended_at = time.monotonic()
+        await send_json(self.ws, {"type": "vad_state", "speaking": False})
+        await send_json(self.ws, {"type": "generating", "speech_duration_ms": int(segment.size * 1000 / INPUT_SAMPLE_RATE)})
+        self.turn_stop.clear()
+        if self.ended:
+            self.turn_stop.set()
+        options = self._options(fault)
+        sent = 0
+
+        async def send_chunk(piece, index: int) -> None:
+            nonlocal sent
+            await send_json(self.ws, chunk_frame(piece, index))
+            sent = index + 1
+
+        try:
+            await self.ctx.backend.stream_prefill([Turn("user", [Audio(segment)])], options)
+            reply = await stream_reply(self.ctx.backend, options, self.turn_stop, TYPE, send_chunk, ended_at)
+        except Disconnected:
+            raise
+        except Exception as exc:  # model failure: report it, the session continues
+            await send_error(self.ws, f"{exc.__class__.__name__}: {exc}")
+            return
+        if not reply.stopped:
+            await send_json(self.ws, final_chunk_frame(sent, reply))
+        self.turns += 1
+        await send_json(self.ws, {"type": "turn_done", "turn_index": self.turns, "text": reply.text, **self.ctx.info()})
+
+    async def _bad(self, message: str) -> None:
+        metrics.BAD_INPUT.labels(TYPE).inc()
+        try:
+            await send_error(self.ws, message)
+        except Disconnected:
+            pass
