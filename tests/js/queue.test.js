@@ -5,6 +5,7 @@ import assert from "node:assert/strict";
 import {
   QueueCountdown,
   estimateWaitFromStatus,
+  findOwnTicket,
   formatSeconds,
 } from "../../gateway/omnikube_gateway/web/static/js/queue.js";
 
@@ -99,4 +100,21 @@ test("seconds format short under 100 s and as minutes above", () => {
   assert.equal(formatSeconds(99.4), "99s");
   assert.equal(formatSeconds(125), "2m 05s");
   assert.equal(formatSeconds(-3), "0s");
+});
+
+const snapshot = (items) => ({ queue_length: items.length, items });
+
+test("our chat ticket is the one whose wait matches ours", () => {
+  const frame = findOwnTicket(snapshot([
+    { ticket_id: "q_a", request_type: "chat_ws", session_id: null, position: 1, estimated_wait_s: 12, wait_elapsed_s: 30.2 },
+    { ticket_id: "q_b", request_type: "chat_ws", session_id: null, position: 2, estimated_wait_s: 27, wait_elapsed_s: 4.1 },
+    { ticket_id: "q_c", request_type: "omni_duplex", session_id: "omni_x", position: 3, estimated_wait_s: 42, wait_elapsed_s: 4.0 },
+  ]), { waitedS: 4.6 });
+  assert.deepEqual(frame, { position: 2, estimated_wait_s: 27, queue_length: 3, ticket_id: "q_b" });
+});
+
+test("no ticket matches when none waited about as long as we did", () => {
+  const items = [{ ticket_id: "q_a", request_type: "chat_ws", session_id: null, position: 1, estimated_wait_s: 5, wait_elapsed_s: 60 }];
+  assert.equal(findOwnTicket(snapshot(items), { waitedS: 3 }), null);
+  assert.equal(findOwnTicket(null, { waitedS: 3 }), null);
 });

@@ -10,6 +10,7 @@ import { formatSeconds } from "./queue.js";
 const POLL_MS = 2000;
 const ETA_FIELDS = [
   ["eta_chat_s", "Chat (s)"],
+  ["eta_streaming_s", "Chat socket (s)"],
   ["eta_half_duplex_s", "Half duplex (s)"],
   ["eta_audio_duplex_s", "Audio duplex (s)"],
   ["eta_omni_duplex_s", "Omni duplex (s)"],
@@ -131,7 +132,7 @@ async function loadEta() {
       const value = name === "ema_alpha" ? eta.config?.ema_alpha ?? eta.ema_alpha : eta.config?.[name];
       if (document.activeElement !== form.elements[name]) form.elements[name].value = value ?? "";
     }
-    const parts = ["chat", "half_duplex", "audio_duplex", "omni_duplex"].map((t) => {
+    const parts = ["chat", "streaming", "half_duplex", "audio_duplex", "omni_duplex"].map((t) => {
       const value = eta[`ema_${t}_s`];
       const n = eta[`ema_${t}_samples`] ?? 0;
       return value == null ? null : `${t}: ${Number(value).toFixed(1)}s (${n} samples)`;

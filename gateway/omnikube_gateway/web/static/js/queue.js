@@ -96,6 +96,28 @@ export function estimateWaitFromStatus(status) {
   return Math.max(1, Math.round(first + ahead * FALLBACK_TASK_S));
 }
 
+/**
+ * Find our own ticket in a GET /api/queue snapshot when the socket carries no queue frames
+ * (/ws/chat): the waiting chat ticket whose wait so far best matches how long we have waited.
+ * Returns a queue frame ({position, estimated_wait_s, queue_length, ticket_id}) or null.
+ */
+export function findOwnTicket(snapshot, { waitedS, types = ["chat_ws", "chat"], toleranceS = 2.5 }) {
+  const items = Array.isArray(snapshot?.items) ? snapshot.items : [];
+  let best = null;
+  for (const item of items) {
+    if (!types.includes(item.request_type) || item.session_id) continue;
+    const off = Math.abs(Number(item.wait_elapsed_s) - waitedS);
+    if (off <= toleranceS && (best === null || off < best.off)) best = { item, off };
+  }
+  if (!best) return null;
+  return {
+    position: best.item.position,
+    estimated_wait_s: best.item.estimated_wait_s,
+    queue_length: snapshot.queue_length ?? items.length,
+    ticket_id: best.item.ticket_id,
+  };
+}
+
 /** 75 -> "75s", 125 -> "2m 05s": short enough for a status lamp. */
 export function formatSeconds(total) {
   const s = Math.max(0, Math.round(total));

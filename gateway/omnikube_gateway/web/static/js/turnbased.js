@@ -3,19 +3,21 @@
  *
  * One WebSocket to ws/chat per request: the first frame carries the whole history (the worker is
  * stateless), then `prefill_done`, `chunk`* (streaming), `done` or `error`. While every worker is
- * busy the gateway holds the socket; queue frames, when it sends them, drive the countdown, and
- * /status polling gives an estimate otherwise. Stop and "Leave queue" close the socket, which makes
- * the gateway free the place or the worker.
+ * busy the gateway holds the socket. Queue frames, if the gateway sends them (asked for with
+ * ?queue_frames=1), drive the countdown; otherwise the page finds its own ticket in GET /api/queue
+ * (queue.js findOwnTicket), and failing that shows an estimate from /status. Stop and "Leave queue"
+ * close the socket, which makes the gateway free the place or the worker.
  */
 import { $, api, buildNav, el, frontendDefaults, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, float32ToBase64 } from "./pcm.js";
-import { estimateWaitFromStatus } from "./queue.js";
+import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
 import { QueuePanel } from "./queue-view.js";
 import { VoicePicker } from "./voice.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
 const HOLD_MS = 300; // a press longer than this is push-to-talk, shorter toggles recording
+const QUEUE_POLL_MS = 2000;
 
 const state = {
   history: [], // wire messages, without the system message
@@ -264,7 +266,7 @@ async function send() {
 
   const withVoice = $("#opt-voice").checked;
   const req = {
-    ws: new WebSocket(wsUrl("ws/chat")),
+    ws: new WebSocket(wsUrl("ws/chat?queue_frames=1")),
     bubble: answer,
     userNode,
     message,
@@ -279,7 +281,12 @@ async function send() {
   setBusy(true);
   status.refresh();
 
-  req.ws.onopen = () => req.ws.send(JSON.stringify(buildRequest(withVoice)));
+  req.ws.onopen = () => {
+    req.ws.send(JSON.stringify(buildRequest(withVoice)));
+    req.queuedAt = performance.now();
+    req.queueTimer = setInterval(() => watchQueue(req), QUEUE_POLL_MS);
+    setTimeout(() => watchQueue(req), 300); // the ticket exists as soon as the request frame lands
+  };
   req.ws.onmessage = (event) => onFrame(req, JSON.parse(event.data));
   req.ws.onerror = () => {};
   req.ws.onclose = (event) => {
@@ -293,6 +300,7 @@ function onFrame(req, frame) {
   switch (frame.type) {
     case "queued":
     case "queue_update":
+      req.gotQueueFrames = true;
       queue.update(frame);
       req.bubble.dataset.state = "queued";
       break;
@@ -329,6 +337,22 @@ function onFrame(req, frame) {
   $("#messages").scrollTop = $("#messages").scrollHeight;
 }
 
+/** Without queue frames on the socket: look for our ticket in the queue snapshot. */
+async function watchQueue(req) {
+  if (req.started || req.finished || req.gotQueueFrames) return;
+  try {
+    const snapshot = await api("api/queue");
+    if (req.started || req.finished) return;
+    const frame = findOwnTicket(snapshot, { waitedS: (performance.now() - req.queuedAt) / 1000 });
+    if (frame) {
+      queue.update(frame);
+      req.bubble.dataset.state = "queued";
+    }
+  } catch {
+    /* /status estimate still shows */
+  }
+}
+
 function playAudio(req, b64) {
   try {
     const samples = base64ToFloat32(b64);
@@ -343,6 +367,7 @@ function playAudio(req, b64) {
 function finish(req, { done, error }) {
   if (req.finished) return;
   req.finished = true;
+  clearInterval(req.queueTimer);
   state.request = null;
   queue.done();
   setBusy(false);
