@@ -7,10 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import HTTPConnection
+from starlette.websockets import WebSocket
+
+from omnikube.protocol import CLOSE_TRY_AGAIN_LATER, WorkerStatus
+
+from . import metrics
 
 from .backend import Backend
 from .settings import WorkerSettings
-from .state import WorkerState
+from .state import Busy, Lease, NotReady, WorkerState
 
 
 @dataclass
@@ -29,3 +34,24 @@ class WorkerContext:
 
 def get_context(conn: HTTPConnection) -> WorkerContext:
     return conn.app.state.worker
+
+
+async def admit_websocket(ws: WebSocket, ctx: WorkerContext, status: WorkerStatus, session_id: str,
+                          session_type: str) -> Lease | None:
+    """Admit an exclusive WebSocket session, or refuse it before accept with close 1013."""
+    try:
+        return await ctx.state.acquire(status, session_id)
+    except NotReady:
+        metrics.SESSIONS.labels(session_type, "rejected_not_ready").inc()
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="Worker not ready")
+    except Busy as busy:
+        metrics.SESSIONS.labels(session_type, "rejected_busy").inc()
+        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason=f"Worker busy: {busy.status.value}")
+    return None
+
+
+def signal_stop(flags: set[threading.Event]) -> int:
+    """Set every open session's stop flag; returns how many there were."""
+    for flag in flags:
+        flag.set()
+    return len(flags)

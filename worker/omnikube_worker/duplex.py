@@ -15,14 +15,14 @@ from datetime import datetime
 
 from fastapi import APIRouter, WebSocket
 
-from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, CLOSE_TRY_AGAIN_LATER, PAUSE_TIMEOUT_CLOSE_REASON,
+from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, PAUSE_TIMEOUT_CLOSE_REASON,
                                DuplexAudioChunk, DuplexPause, DuplexPrepare, DuplexResult, WorkerStatus)
 
 from . import metrics
 from .backend import DuplexInput, DuplexOutput, DuplexSetup
-from .context import WorkerContext, get_context
+from .context import WorkerContext, admit_websocket, get_context
 from .media import MAX_DUPLEX_CHUNK_S, MAX_FRAMES_PER_CHUNK, MediaError, decode_image, decode_pcm16k, encode_pcm
-from .state import Busy, Lease, NotReady
+from .state import Lease
 from .wsio import BadFrame, Disconnected, close, parse, receive_json, send_error, send_json
 
 router = APIRouter()
@@ -40,15 +40,8 @@ async def ws_duplex(ws: WebSocket, session_id: str | None = None) -> None:
     sid = sanitize_session_id(session_id)
     session_type = "audio_duplex" if sid and sid.startswith(AUDIO_DUPLEX_PREFIX) else "omni_duplex"
     current = f"{datetime.now():%Y%m%d_%H%M%S}_{sid or 'duplex'}"
-    try:
-        lease = await ctx.state.acquire(WorkerStatus.duplex_active, current)
-    except NotReady:
-        metrics.SESSIONS.labels(session_type, "rejected_not_ready").inc()
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="Worker not ready")
-        return
-    except Busy as busy:
-        metrics.SESSIONS.labels(session_type, "rejected_busy").inc()
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason=f"Worker busy: {busy.status.value}")
+    lease = await admit_websocket(ws, ctx, WorkerStatus.duplex_active, current, session_type)
+    if lease is None:
         return
     session = DuplexSession(ctx, ws, lease, session_type)
     outcome = "error"

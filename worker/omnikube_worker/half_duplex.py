@@ -17,17 +17,16 @@ import uuid
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
 
-from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, DEFAULT_SYSTEM_PROMPT, INPUT_SAMPLE_RATE, HalfDuplexAudioChunk,
+from omnikube.protocol import (DEFAULT_SYSTEM_PROMPT, INPUT_SAMPLE_RATE, HalfDuplexAudioChunk,
                                HalfDuplexPrepare, WorkerStatus)
 
 from . import metrics
 from .backend import Audio, GenerateOptions, Turn
 from .content import parts_from_lenient
-from .context import WorkerContext, get_context
+from .context import WorkerContext, admit_websocket, get_context, signal_stop
 from .duplex import sanitize_session_id
 from .generation import chunk_frame, final_chunk_frame, stream_reply
 from .media import MAX_DUPLEX_CHUNK_S, MediaError, decode_pcm16k
-from .state import Busy, NotReady
 from .vad import EnergyVad
 from .wsio import BadFrame, Disconnected, FrameReader, close, parse, send_error, send_json
 
@@ -37,27 +36,18 @@ TYPE = "half_duplex"
 
 @router.post("/half_duplex/stop")
 async def half_duplex_stop(request: Request) -> JSONResponse:
-    ctx = get_context(request)
-    if not ctx.half_duplex_stops:
+    count = signal_stop(get_context(request).half_duplex_stops)
+    if not count:
         return JSONResponse({"success": False, "message": "No active half-duplex session"})
-    for flag in ctx.half_duplex_stops:
-        flag.set()
-    return JSONResponse({"success": True, "message": f"Stop signal sent to {len(ctx.half_duplex_stops)} session(s)"})
+    return JSONResponse({"success": True, "message": f"Stop signal sent to {count} session(s)"})
 
 
 @router.websocket("/ws/half_duplex")
 async def ws_half_duplex(ws: WebSocket, session_id: str | None = None) -> None:
     ctx = get_context(ws)
     sid = sanitize_session_id(session_id) or f"hdx_{uuid.uuid4().hex[:8]}"
-    try:
-        lease = await ctx.state.acquire(WorkerStatus.busy_half_duplex, sid)
-    except NotReady:
-        metrics.SESSIONS.labels(TYPE, "rejected_not_ready").inc()
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason="Worker not ready")
-        return
-    except Busy as busy:
-        metrics.SESSIONS.labels(TYPE, "rejected_busy").inc()
-        await ws.close(code=CLOSE_TRY_AGAIN_LATER, reason=f"Worker busy: {busy.status.value}")
+    lease = await admit_websocket(ws, ctx, WorkerStatus.busy_half_duplex, sid, TYPE)
+    if lease is None:
         return
     await ws.accept()
     session = HalfDuplexSession(ctx, ws, sid)

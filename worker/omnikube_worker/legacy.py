@@ -18,7 +18,7 @@ from omnikube.protocol import CLOSE_TRY_AGAIN_LATER, StreamingGenerate, Streamin
 from . import metrics
 from .backend import GenerateOptions
 from .content import turns_from_lenient
-from .context import WorkerContext, get_context
+from .context import WorkerContext, get_context, signal_stop
 from .generation import chunk_frame, final_chunk_frame, stream_reply
 from .media import MediaError, decode_pcm16k
 from .state import Busy, Lease, NotReady
@@ -30,11 +30,8 @@ TYPE = "streaming"
 
 @router.post("/streaming/stop")
 async def streaming_stop(request: Request) -> JSONResponse:
-    ctx = get_context(request)
-    if not ctx.streaming_stops:
+    if not signal_stop(get_context(request).streaming_stops):
         return JSONResponse({"success": False, "message": "No active streaming session"})
-    for flag in ctx.streaming_stops:
-        flag.set()
     return JSONResponse({"success": True, "message": "Stop signal sent"})
 
 
