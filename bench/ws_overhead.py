@@ -1,0 +1,136 @@
+"""Benchmark 2: what the gateway adds to each full-duplex message, from 1 to 500 sessions.
+
+Audio full-duplex sessions (`adx_` ids) send one `audio_chunk` per second, each 1 s of 16 kHz
+float32 mono audio in base64 (about 85 kB of JSON, worker-api.md §5), and time each chunk until
+its `result`. The simulated workers answer at once (zero delay), one worker per session, all in
+one farm process (`bench/worker_farm.py`: the real worker app, once per port). The same sessions
+run straight to the workers and through a fresh gateway that has exactly that many workers; the
+load generator is a separate process (`bench/ws_client.py`). Gateway CPU (1.0 = one core) and RSS
+are read from /proc over the measurement window.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import resource
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .context import Context
+from .procs import CpuMeter, ProcessGroup, free_port, free_ports
+from .report import Section, Table, Target
+from .stack import ZERO_DELAY, start_gateway, start_workers
+from .stats import fmt, percentile
+
+KEY = "ws"
+TITLE = "2. WebSocket overhead"
+TARGETS = ["200 duplex sessions on 2 cores with added p99 < 10 ms"]
+
+
+def raise_fd_limit() -> None:
+    """Hundreds of sessions need thousands of sockets across client, gateway and workers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def drive(urls: list[str], warmup: float, duration: float, log_dir: Path, name: str,
+          meter_pid: int | None = None) -> dict:
+    """Run the load generator over `urls`; measure `meter_pid`'s CPU and RSS inside its window."""
+    urls_file = log_dir / f"{name}.urls"
+    urls_file.write_text("\n".join(urls) + "\n")
+    argv = [sys.executable, "-m", "bench.ws_client", "--urls", str(urls_file), "--warmup", str(warmup),
+            "--duration", str(duration)]
+    with open(log_dir / f"{name}.client.log", "wb") as err:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, text=True, cwd=str(Path(__file__).parent.parent))
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.put(line.strip())
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    meter = None
+    result: dict = {}
+    deadline = 180 + warmup + duration + len(urls) * 0.2
+    try:
+        while True:
+            line = lines.get(timeout=deadline)
+            if line is None:
+                break
+            if line == "measuring" and meter_pid:
+                meter = CpuMeter(meter_pid)
+            elif line == "done" and meter is not None:
+                result["cpu"], result["rss"] = meter.stop()
+            elif line.startswith("RESULT "):
+                result.update(json.loads(line[len("RESULT "):]))
+        proc.wait(30)
+    except queue.Empty:
+        proc.kill()
+        raise TimeoutError(f"ws load generator for {name} gave no answer in {deadline:.0f} s")
+    if "latencies_ms" not in result:
+        raise RuntimeError(f"ws load generator for {name} failed (exit {proc.returncode}); see {log_dir}")
+    return result
+
+
+def run(ctx: Context) -> Section:
+    raise_fd_limit()
+    levels = [1, 50] if ctx.quick else [1, 50, 200, 500]
+    warmup, duration = (2.0, 5.0) if ctx.quick else (3.0, 10.0)
+    log_dir = ctx.dir("ws")
+    results: dict[tuple[str, int], dict] = {}
+    with ProcessGroup(log_dir) as group:
+        worker_ports = free_ports(max(levels))
+        start_workers(group, worker_ports, ZERO_DELAY)
+        for level in levels:
+            ports = worker_ports[:level]
+            direct = [f"ws://127.0.0.1:{p}/ws/duplex?session_id=adx_bench{i}" for i, p in enumerate(ports)]
+            results[("direct", level)] = drive(direct, warmup, duration, log_dir, f"direct-{level}")
+            gateway_port = free_port()
+            gateway = start_gateway(group, gateway_port, ports, name=f"gateway-{level}")
+            via = [f"ws://127.0.0.1:{gateway_port}/ws/duplex/adx_bench{i}" for i in range(level)]
+            results[("gateway", level)] = drive(via, warmup, duration, log_dir, f"gateway-{level}", gateway.pid)
+            gateway.stop()
+    return _section(results, levels, warmup, duration)
+
+
+def _section(results: dict, levels: list[int], warmup: float, duration: float) -> Section:
+    rows = []
+    target = Target(TARGETS[0], None, "not measured")
+    for level in levels:
+        direct = results[("direct", level)]["latencies_ms"]
+        for name in ("direct", "gateway"):
+            r = results[(name, level)]
+            lat = r["latencies_ms"]
+            p50, p99 = percentile(lat, 50), percentile(lat, 99)
+            added50 = p50 - percentile(direct, 50)
+            added99 = p99 - percentile(direct, 99)
+            gateway = name == "gateway"
+            rows.append([str(level), name, str(len(lat)), fmt(p50, 2), fmt(p99, 2),
+                         fmt(added50, 2) if gateway else "–", fmt(added99, 2) if gateway else "–",
+                         fmt(r.get("cpu"), 2) if gateway else "–",
+                         fmt(r.get("rss", 0) / 2 ** 20, 0) if gateway else "–",
+                         f"{r['failed']} / {r['sessions']}", str(r["late_sends"])])
+            if gateway and level == 200:
+                ok = r["failed"] == 0 and added99 < 10.0
+                target = Target(TARGETS[0], ok, f"added p99 {added99:.2f} ms, gateway CPU {r.get('cpu', 0):.2f} cores, "
+                                f"{r['failed']} failed sessions")
+    table = Table(["sessions", "path", "messages", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
+                   "gateway CPU (cores)", "gateway RSS MiB", "failed / sessions", "late sends"], rows)
+    method = " ".join(__doc__.split("\n", 1)[1].split())
+    section = Section(KEY, TITLE, method, [table], [target])
+    section.notes.append(f"Window: {warmup:.0f} s warm-up, then {duration:.0f} s measured per path and level; "
+                         "latency = send of an audio_chunk to receipt of its result.")
+    section.notes.append("'late sends': chunks sent more than one cadence (1 s) behind schedule, i.e. the "
+                         "load generator or the system could not keep real time.")
+    for level in levels:
+        for name in ("direct", "gateway"):
+            errors = results[(name, level)].get("errors")
+            if errors:
+                section.notes.append(f"{name} at {level} sessions, first errors: {'; '.join(errors[:2])}")
+    return section
