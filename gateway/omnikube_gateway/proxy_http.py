@@ -1,0 +1,125 @@
+"""`POST /api/chat`: one-shot chat relayed to a worker's `POST /chat`.
+
+Wire-compatible with the original (same body, the worker's JSON plus `queue_wait_ms` and
+`estimated_queue_wait_s`), with these fixes: worker errors keep their HTTP status instead of
+turning into 200; an unparseable body is 400, not 500; a full queue is 503 with `Retry-After`;
+a client that leaves while queued frees its place at once (not within 2 s); a worker that refuses
+the connection is taken out of rotation and the request is retried once on another worker.
+
+The worker's answer is not parsed: the two fields are spliced into the JSON object's bytes, so a
+response carrying megabytes of base64 audio costs no JSON work on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+
+from omnikube.protocol import TaskType
+
+from . import metrics
+from .apps import disabled_reason
+from .auth import require_api_key
+from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout
+from .storage import read_limited
+
+router = APIRouter()
+
+CHAT_BODY_LIMIT = 128 * 1024 * 1024  # matches the WebSocket frame limit: base64 video fits
+CONNECT_ATTEMPTS = 2
+
+
+def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+@router.post("/api/chat", dependencies=[Depends(require_api_key)])
+async def chat(request: Request) -> Response:
+    if not request.app.state.apps.enabled("turnbased"):
+        return error(403, disabled_reason("turnbased"))
+    body = await read_limited(request, CHAT_BODY_LIMIT, "Chat request")
+    if not body.lstrip().startswith(b"{"):
+        metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
+        return error(400, "Request body must be a JSON object")
+    if len(body) < 65536:  # large bodies are the worker's to validate; parsing them here would block
+        try:
+            if not isinstance(json.loads(body), dict):
+                raise ValueError
+        except ValueError:
+            metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
+            return error(400, "Request body must be a JSON object")
+    phase = {"queued": True}
+    served = asyncio.ensure_future(_serve(request, body, phase))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({served, gone}, return_when=asyncio.FIRST_COMPLETED)
+        if served in done:
+            return served.result()
+        if phase["queued"]:
+            served.cancel()  # the client left while waiting: give its place up now
+            await asyncio.gather(served, return_exceptions=True)
+            return Response(status_code=499)
+        # Once a worker is running the request, let it finish (the worker cannot be stopped
+        # mid-inference anyway) so that the worker is released only when it is really free.
+        return await served
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _serve(request: Request, body: bytes, phase: dict) -> Response:
+    state = request.app.state
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            async with state.dispatcher.lease(TaskType.chat) as lease:
+                phase["queued"] = False
+                response = await _call_worker(state, lease, body)
+                if response is not None:
+                    return response
+                phase["queued"] = True
+        except QueueFull as exc:
+            return error(503, str(exc), {"Retry-After": str(int(exc.retry_after))})
+        except QueueTimeout as exc:
+            return error(503, str(exc), {"Retry-After": "5"})
+        except QueueCancelled:
+            return error(503, "Request cancelled")
+    return error(502, "No worker could be reached (each one tried was taken out of rotation)")
+
+
+async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
+    """The worker's answer, or None when the connection failed before the request was sent."""
+    client: httpx.AsyncClient = state.http
+    try:
+        upstream = await client.post(
+            f"{lease.http_url}/chat", content=body, headers={"content-type": "application/json"},
+            timeout=httpx.Timeout(state.settings.request_timeout, connect=3.0),
+        )
+    except httpx.ConnectError as exc:
+        lease.fail(f"connect: {exc}")
+        return None
+    except httpx.TimeoutException:
+        lease.worker_error()
+        return error(504, f"Worker {lease.worker_id} did not answer within {state.settings.request_timeout:g} s")
+    except httpx.HTTPError as exc:
+        lease.fail(f"{type(exc).__name__}: {exc}")
+        return error(502, f"Worker {lease.worker_id} failed: {type(exc).__name__}: {exc}")
+    content = upstream.content.rstrip()
+    if not (content.startswith(b"{") and content.endswith(b"}")):
+        lease.worker_error()
+        return error(502, f"Worker {lease.worker_id} returned a non-JSON answer (HTTP {upstream.status_code})")
+    if upstream.status_code != 200 or b'"success":false' in content or b'"success": false' in content:
+        lease.worker_error()
+    extra = f'"queue_wait_ms":{round(lease.queue_wait_s * 1000)},"estimated_queue_wait_s":{round(lease.estimated_wait_s, 1)}'
+    separator = b"" if content[1:-1].strip() == b"" else b","
+    spliced = content[:-1] + separator + extra.encode() + b"}"
+    return Response(spliced, status_code=upstream.status_code, media_type="application/json")
