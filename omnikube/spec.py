@@ -207,6 +207,9 @@ class ModelDownloadSpec(_ApiModel):
     image: str | None = Field(None, description="Image that runs the download; empty uses workers.image.")
     size: str = Field("40Gi", min_length=1, description="Size of the model cache PVC.")
     storage_class_name: str | None = Field(None, description="StorageClass of the model cache PVC; empty uses the cluster default.")
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
+        "ReadWriteMany", description="Access mode of the model cache PVC; ReadWriteOnce only when all workers share one node."
+    )
     backoff_limit: int = Field(3, ge=0, description="Retries of the download Job before it is reported failed.")
 
 
@@ -252,9 +255,10 @@ class BackendType(str, Enum):
 class SimulatedSpec(_ApiModel):
     """Timings of the simulated backend, which stands in for the model without a GPU or weights."""
 
-    load_seconds: float = Field(2.0, ge=0, description="Pretended model load time.")
-    chat_delay_seconds: float = Field(0.5, ge=0, description="Time a simulated chat answer takes.")
-    chunk_delay_seconds: float = Field(0.1, ge=0, description="Time between simulated streamed chunks.")
+    load_seconds: float = Field(0.2, ge=0, description="Pretended model load time (s).")
+    prefill_ms: float = Field(120.0, ge=0, description="Pretended prefill time of every turn (ms).")
+    tokens_per_second: float = Field(25.0, ge=0, description="Pretended text token rate; 0 means no delay.")
+    duplex_step_ms: float = Field(120.0, ge=0, description="Pretended compute time of one duplex step (ms).")
 
 
 class BackendSpec(_ApiModel):

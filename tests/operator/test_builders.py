@@ -1,0 +1,89 @@
+"""Children built from an OmniDeployment spec (pure functions, no cluster)."""
+
+from __future__ import annotations
+
+import json
+
+from omnikube import labels
+from omnikube.config import OmniConfig
+from omnikube_operator import configmap, gateway, model_cache, pods, rbac, services
+from omnikube_operator.context import CONFIG_FILE, Owner
+
+
+def owner(**spec) -> Owner:
+    return Owner.from_body({"metadata": {"name": "omni", "namespace": "ns", "uid": "uid-1", "generation": 1}, "spec": spec})
+
+
+def test_configmap_holds_a_seed_format_config_json():
+    cm = configmap.build_configmap(owner(service={"maxQueueSize": 7}, model={"attnImplementation": "sdpa"}))
+    config = OmniConfig.model_validate(json.loads(cm["data"][CONFIG_FILE]))
+    assert config.service.max_queue_size == 7
+    assert config.model.attn_implementation == "sdpa"
+    assert config.model.model_path == "/models"  # the cache mount, not the Hub ID
+
+
+def test_every_child_is_owned_and_labelled():
+    o = owner()
+    children = [configmap.build_configmap(o), pods.build_worker_pod(o, 0), gateway.build_gateway_deployment(o),
+                services.build_gateway_service(o), services.build_workers_service(o), rbac.build_role(o),
+                model_cache.build_download_job(o)]
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "ns"
+        assert meta["ownerReferences"][0]["uid"] == "uid-1" and meta["ownerReferences"][0]["controller"] is True
+        assert meta["labels"][labels.DEPLOYMENT] == "omni"
+
+
+def test_worker_pod_requests_one_gpu_and_runs_the_worker_with_its_index():
+    pod = pods.build_worker_pod(owner(backend={"type": "simulated"}), 3)
+    container = pod["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["command"][:3] == ["omnikube-worker", "--worker-index", "3"]
+    assert "--backend" in container["command"] and "simulated" in container["command"]
+    assert pod["metadata"]["labels"][labels.WORKER_INDEX] == "3"
+    assert pod["metadata"]["annotations"][labels.WORKER_PORT] == "22403"
+    assert labels.worker_selector("omni").split(",")[0].split("=")[1] == pod["metadata"]["labels"][labels.DEPLOYMENT]
+
+
+def test_startup_probe_allows_for_compile():
+    plain = pods.build_worker_pod(owner(), 0)["spec"]["containers"][0]["startupProbe"]
+    compiled = pods.build_worker_pod(owner(service={"compile": True}), 0)["spec"]["containers"][0]["startupProbe"]
+    assert plain["periodSeconds"] * plain["failureThreshold"] >= 16
+    assert compiled["periodSeconds"] * compiled["failureThreshold"] >= plain["periodSeconds"] * plain["failureThreshold"] + 60
+
+
+def test_template_hash_changes_with_image_but_not_with_replicas_or_gateway_settings():
+    base = pods.template_hash(owner())
+    assert pods.template_hash(owner(workers={"replicas": 5})) == base
+    assert pods.template_hash(owner(service={"maxQueueSize": 3})) == base
+    assert pods.template_hash(owner(workers={"image": "omnikube/worker:other"})) != base
+    assert pods.template_hash(owner(model={"attnImplementation": "eager"})) != base
+
+
+def test_gateway_role_allows_only_reading_pods():
+    assert rbac.build_role(owner())["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+
+
+def test_gateway_runs_discovery_for_its_deployment():
+    command = gateway.build_gateway_deployment(owner())["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:5] == ["omnikube-gateway", "--deployment", "omni", "--namespace", "ns"]
+
+
+def test_no_model_cache_means_workers_load_model_path_themselves():
+    o = owner(modelCache={"source": "none"}, model={"modelPath": "/weights/x"})
+    assert model_cache.build_download_job(o) is None
+    assert json.loads(configmap.build_configmap(o)["data"][CONFIG_FILE])["model"]["model_path"] == "/weights/x"
+
+
+def test_download_job_passes_mirror_and_token_secret():
+    o = owner(modelCache={"download": {"endpoint": "https://hf-mirror.com", "tokenSecret": {"name": "hf", "key": "t"}}})
+    env = {e["name"]: e for e in model_cache.build_download_job(o)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_ENDPOINT"]["value"] == "https://hf-mirror.com"
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "t"}
+    assert env["OMNIKUBE_REPO"]["value"] == "openbmb/MiniCPM-o-4_5"
+
+
+def test_job_state_reads_failure_reason():
+    job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}}
+    state = model_cache.job_state(job)
+    assert state.failed and "BackoffLimitExceeded" in state.message
