@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.processes",
+    "tests.fixtures.worker_app",
     "tests.fixtures.browser",
 ]
