@@ -35,9 +35,8 @@ def run(ctx: Context) -> Section:
     with ProcessGroup(log_dir) as group:
         worker_ports = free_ports(max(concurrencies))
         start_workers(group, worker_ports, ZERO_DELAY)
-        gateway_port = free_port()
-        start_gateway(group, gateway_port, worker_ports)
-        paths = {"direct": (worker_ports, "/chat"), "gateway": ([gateway_port], "/api/chat")}
+        gateway = start_gateway(group, worker_ports)
+        paths = {"direct": (worker_ports, "/chat"), "gateway": ([gateway.port], "/api/chat")}
         if nginx.available():
             nginx_port = free_port()
             nginx.start(group, nginx_port, worker_ports)

@@ -14,13 +14,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+S = TypeVar("S", bound="Stoppable")
 
 
 def free_port() -> int:
@@ -115,12 +116,21 @@ class Managed:
             self.popen.wait(5)
 
 
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
 @dataclass
 class ProcessGroup:
     """Everything one benchmark started; stopped in reverse order, even after a failure."""
 
     log_dir: Path
-    members: list[Managed] = field(default_factory=list)
+    members: list[Stoppable] = field(default_factory=list)
+
+    def adopt(self, proc: S) -> S:
+        """Take over stopping a process started elsewhere (e.g. by the test fixtures' launchers)."""
+        self.members.append(proc)
+        return proc
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
               cwd: Path | None = None) -> Managed:

@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 
 from .context import Context
-from .procs import CpuMeter, ProcessGroup, free_port, free_ports
+from .procs import CpuMeter, ProcessGroup, free_ports
 from .report import Section, Table, Target
 from .stack import ZERO_DELAY, start_gateway, start_workers
 from .stats import fmt, percentile
@@ -91,9 +91,8 @@ def run(ctx: Context) -> Section:
             ports = worker_ports[:level]
             direct = [f"ws://127.0.0.1:{p}/ws/duplex?session_id=adx_bench{i}" for i, p in enumerate(ports)]
             results[("direct", level)] = drive(direct, warmup, duration, log_dir, f"direct-{level}")
-            gateway_port = free_port()
-            gateway = start_gateway(group, gateway_port, ports, name=f"gateway-{level}")
-            via = [f"ws://127.0.0.1:{gateway_port}/ws/duplex/adx_bench{i}" for i in range(level)]
+            gateway = start_gateway(group, ports)
+            via = [f"{gateway.ws_url}/ws/duplex/adx_bench{i}" for i in range(level)]
             results[("gateway", level)] = drive(via, warmup, duration, log_dir, f"gateway-{level}", gateway.pid)
             gateway.stop()
     return _section(results, levels, warmup, duration)
