@@ -8,8 +8,9 @@ Rules, in order:
   then idle ones, then busy ones, highest index first among equals. A ready pod is never deleted
   directly: it is drained first (the gateway stops sending it work) and deleted on a later pass,
   when its worker says idle, so nothing assigned in between is cut.
-- Outdated pods (older template) are replaced: not-ready ones at once, ready ones drained while the
-  number of unavailable workers stays within maxUnavailable, idle before busy.
+- Outdated pods (older template) are replaced in place: not-ready ones at once, ready ones drained
+  while the number of unavailable workers stays within maxUnavailable, idle before busy; the new
+  pod takes the same index once the old one is gone (never an extra pod meanwhile).
 - A worker whose /health did not answer counts as busy: never cut what cannot be seen.
 """
 
@@ -110,7 +111,9 @@ def plan(pods: list[WorkerPod], replicas: int, max_unavailable: int, drain_timeo
     active = [p for p in live if not p.draining]
     draining = [p for p in live if p.draining]
 
-    need = replicas - len(active)
+    # An outdated pod being drained is replaced in place (same index, once it is gone): it still
+    # holds its slot, so no extra pod is made meanwhile.
+    need = replicas - len(active) - sum(1 for p in draining if p.outdated)
     if need > 0:
         comeback = [p for p in draining if not p.outdated][:need]
         result.undrain.extend(comeback)

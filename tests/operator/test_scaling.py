@@ -97,6 +97,11 @@ def test_rolling_update_drains_busy_workers_last():
     assert names(plan(pods, 3, 1, 60, NOW).drain) == ["w-0"]
 
 
+def test_a_worker_drained_for_a_rolling_update_keeps_its_slot_until_gone():
+    pods = [idle(0), busy(1, outdated=True, draining_since=NOW)]
+    assert plan(pods, 2, 1, 60, NOW).empty
+
+
 def test_outdated_pods_that_are_not_ready_are_replaced_without_waiting():
     pods = [pending(0, outdated=True), pending(1, outdated=True)]
     assert names(plan(pods, 2, 1, 60, NOW).delete) == ["w-0", "w-1"]

@@ -1,0 +1,280 @@
+"""The operator against the real local API server (control plane only, no node).
+
+Pods never run here: a test makes a worker pod "Running and Ready" by patching its status, with
+podIP 127.0.0.1 and its worker-port annotation pointing at a simulated worker process on loopback,
+so the operator's /health probe reaches a real worker that is idle or in a session. Every pod and
+the gateway carry a node selector no node matches, so a node started by another test session
+never runs them. The gateway runs zero replicas unless a test needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import pytest
+from websockets.sync.client import connect
+
+from omnikube import labels
+from tests.fixtures.omnideployment import eventually
+
+pytestmark = pytest.mark.cluster
+
+NOWHERE = {"omnikube.test/no-such-node": "true"}
+
+
+def spec(replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "backend": {"type": "simulated"},
+        "workers": {"replicas": replicas, "image": "omnikube/worker:dev", "nodeSelector": NOWHERE},
+        "gateway": {"replicas": 0, "image": "omnikube/gateway:dev", "nodeSelector": NOWHERE},
+        "modelCache": {"source": "none"},
+        "storage": {"enabled": False},
+    }
+    for key, value in extra.items():
+        base[key] = {**base.get(key, {}), **value}
+    return base
+
+
+def worker(name: str, index: int) -> str:
+    return f"{name}-worker-{index}"
+
+
+@contextlib.contextmanager
+def session(worker_proc) -> Iterator[None]:
+    """Hold a half-duplex session open on a simulated worker: it reports busy until we leave."""
+    with connect(f"{worker_proc.ws_url}/ws/half_duplex?session_id=test", open_timeout=10):
+        worker_proc.wait_status("busy_half_duplex")
+        yield
+
+
+def ready_workers(omni, start_worker, name: str, count: int) -> dict[str, Any]:
+    """Wait for `count` worker pods and make each Ready, backed by its own simulated worker."""
+    omni.wait_workers(name, [worker(name, i) for i in range(count)])
+    procs = {}
+    for i in range(count):
+        procs[worker(name, i)] = proc = start_worker(zero_delay=True)
+        omni.fake_ready(worker(name, i), proc.port)
+    return procs
+
+
+def test_an_omnideployment_gets_every_child(omni, start_operator):
+    start_operator()
+    omni.create("full", spec(replicas=2, storage={"enabled": True}, gateway={"replicas": 1}))
+    omni.wait_workers("full", ["full-worker-0", "full-worker-1"])
+    for api_version, kind, name in [
+        ("v1", "ConfigMap", "full-config"), ("v1", "ServiceAccount", "full-gateway"),
+        ("rbac.authorization.k8s.io/v1", "Role", "full-gateway"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "full-gateway"),
+        ("v1", "Service", "full-workers"), ("v1", "Service", "full-gateway"),
+        ("apps/v1", "Deployment", "full-gateway"), ("v1", "PersistentVolumeClaim", "full-data"),
+    ]:
+        child = eventually(lambda: omni.child(api_version, kind, name), 30, f"{kind} {name}")
+        assert child["metadata"]["ownerReferences"][0]["name"] == "full"
+    config = omni.child("v1", "ConfigMap", "full-config")["data"]["config.json"]
+    assert '"worker_base_port": 22400' in config
+    assert omni.child("v1", "Service", "full-workers")["spec"]["clusterIP"] == "None"
+    pdbs = omni.api.list("policy/v1beta1", "PodDisruptionBudget", omni.namespace)
+    assert [p["metadata"]["name"] for p in pdbs] == ["full-workers"]
+    pod = omni.pods("full")[0]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")
+
+
+def test_status_explains_unschedulable_workers_and_notes_missing_prometheus(omni, start_operator):
+    start_operator()
+    omni.create("pending", spec(replicas=1))
+    cond = omni.wait_condition("pending", "Ready", "False", "WorkersUnschedulable")
+    assert "pending-worker-0" in cond["message"] and "0/1 workers ready" in cond["message"]
+    status = omni.status("pending")
+    assert status["desiredWorkers"] == 1 and status["ready"] == "0/1"
+    assert any("Prometheus" in note for note in status["notes"])
+    assert status["gatewayEndpoint"] == f"http://pending-gateway.{omni.namespace}.svc:8006"
+
+
+def test_status_reaches_ready_and_kubectl_wait_sees_it(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("ready", spec(replicas=2))
+    ready_workers(omni, start_worker, "ready", 2)
+    omni.cluster.kubectl("wait", "-n", omni.namespace, "--for=condition=Ready", "omni/ready", "--timeout=60s", timeout=70)
+    status = omni.status("ready")
+    assert status["readyWorkers"] == 2 and status["phase"] == "Ready"
+    assert {w["workerStatus"] for w in status["workers"]} == {"idle"}
+    assert status["observedGeneration"] == omni.get("ready")["metadata"]["generation"]
+
+
+def test_scale_down_removes_idle_workers_and_keeps_the_busy_one(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("down", spec(replicas=3))
+    procs = ready_workers(omni, start_worker, "down", 3)
+    with session(procs["down-worker-2"]):
+        omni.cluster.kubectl("scale", "-n", omni.namespace, "omni/down", "--replicas=1")
+        omni.wait_workers("down", ["down-worker-2"])
+        assert procs["down-worker-2"].health()["worker_status"] == "busy_half_duplex"
+
+
+def test_a_busy_worker_is_drained_and_deleted_only_when_its_session_ends(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("drain", spec(replicas=1))
+    procs = ready_workers(omni, start_worker, "drain", 1)
+    with session(procs["drain-worker-0"]):
+        omni.cluster.kubectl("scale", "-n", omni.namespace, "omni/drain", "--replicas=0")
+        eventually(lambda: (omni.pods("drain")[0]["metadata"].get("annotations") or {}).get(labels.DRAIN) == "true",
+                   30, "the busy worker to be marked for draining")
+        omni.wait_condition("drain", "Progressing", "True", "Draining")
+        assert omni.live_worker_names("drain") == ["drain-worker-0"]
+    omni.wait_workers("drain", [])
+
+
+def test_a_drained_worker_is_deleted_when_the_drain_timeout_passes(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("timeout", spec(replicas=1, workers={"drainTimeoutSeconds": 3}))
+    procs = ready_workers(omni, start_worker, "timeout", 1)
+    with session(procs["timeout-worker-0"]):
+        omni.cluster.kubectl("scale", "-n", omni.namespace, "omni/timeout", "--replicas=0")
+        omni.wait_workers("timeout", [], timeout=30)
+
+
+def test_scale_up_adds_workers_and_brings_a_draining_one_back(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("up", spec(replicas=1))
+    procs = ready_workers(omni, start_worker, "up", 1)
+    with session(procs["up-worker-0"]):
+        omni.patch_spec("up", {"workers": {"replicas": 0}})
+        eventually(lambda: (omni.pods("up")[0]["metadata"].get("annotations") or {}).get(labels.DRAIN) == "true",
+                   30, "the worker to be draining")
+        omni.patch_spec("up", {"workers": {"replicas": 3}})
+        omni.wait_workers("up", ["up-worker-0", "up-worker-1", "up-worker-2"])
+        eventually(lambda: labels.DRAIN not in (omni.child("v1", "Pod", "up-worker-0")["metadata"].get("annotations") or {}),
+                   30, "the draining worker to take work again")
+
+
+def test_a_spec_change_rolls_workers_one_at_a_time_busy_last(omni, start_operator, start_worker):
+    start_operator()
+    omni.create("roll", spec(replicas=2))
+    procs = ready_workers(omni, start_worker, "roll", 2)
+    old = {p["metadata"]["name"]: p["metadata"]["labels"][labels.TEMPLATE_HASH] for p in omni.pods("roll")}
+    with session(procs["roll-worker-0"]):
+        omni.patch_spec("roll", {"workers": {"image": "omnikube/worker:next"}})
+
+        def replaced(name: str) -> bool:
+            pod = omni.child("v1", "Pod", name)
+            return bool(pod) and pod["metadata"]["labels"][labels.TEMPLATE_HASH] != old[name]
+
+        eventually(lambda: replaced("roll-worker-1"), 30, "the idle worker to be replaced first")
+        assert omni.child("v1", "Pod", "roll-worker-0")["metadata"]["labels"][labels.TEMPLATE_HASH] == old["roll-worker-0"]
+        omni.wait_condition("roll", "Progressing", "True", "RollingUpdate")
+        # maxUnavailable 1: the busy old worker waits until its replacement's sibling is ready.
+        omni.fake_ready("roll-worker-1", procs["roll-worker-1"].port)
+        eventually(lambda: (omni.child("v1", "Pod", "roll-worker-0")["metadata"].get("annotations") or {})
+                   .get(labels.DRAIN) == "true", 30, "the busy worker to be drained")
+        assert omni.child("v1", "Pod", "roll-worker-0")["metadata"]["labels"][labels.TEMPLATE_HASH] == old["roll-worker-0"]
+    eventually(lambda: replaced("roll-worker-0"), 30, "the busy worker to be replaced after its session")
+    image = omni.child("v1", "Pod", "roll-worker-0")["spec"]["containers"][0]["image"]
+    assert image == "omnikube/worker:next"
+
+
+def test_a_deleted_worker_pod_is_replaced(omni, start_operator):
+    start_operator()
+    omni.create("heal", spec(replicas=2))
+    omni.wait_workers("heal", ["heal-worker-0", "heal-worker-1"])
+    uid = omni.child("v1", "Pod", "heal-worker-0")["metadata"]["uid"]
+    omni.api.delete("v1", "Pod", omni.namespace, "heal-worker-0")
+    eventually(lambda: (omni.child("v1", "Pod", "heal-worker-0") or {}).get("metadata", {}).get("uid") not in (None, uid),
+               30, "a new heal-worker-0")
+    assert omni.live_worker_names("heal") == ["heal-worker-0", "heal-worker-1"]
+
+
+def test_children_edited_by_hand_are_put_back(omni, start_operator):
+    start_operator()
+    omni.create("edit", spec(replicas=1))
+    original = eventually(lambda: omni.child("v1", "ConfigMap", "edit-config"), 30, "the ConfigMap")["data"]["config.json"]
+    eventually(lambda: omni.child("v1", "Service", "edit-gateway"), 30, "the gateway Service")
+    omni.api.patch("v1", "ConfigMap", omni.namespace, "edit-config", {"data": {"config.json": "{}"}})
+    omni.api.patch("v1", "Service", omni.namespace, "edit-gateway", {"spec": {"type": "NodePort"}})
+    omni.api.delete("rbac.authorization.k8s.io/v1", "Role", omni.namespace, "edit-gateway")
+    eventually(lambda: omni.child("v1", "ConfigMap", "edit-config")["data"]["config.json"] == original, 30,
+               "config.json to be restored")
+    eventually(lambda: omni.child("v1", "Service", "edit-gateway")["spec"]["type"] == "ClusterIP", 30,
+               "the gateway Service type to be restored")
+    eventually(lambda: omni.child("rbac.authorization.k8s.io/v1", "Role", "edit-gateway"), 30, "the Role to be recreated")
+    assert any(e["reason"] == "UpdatedConfigMap" for e in omni.events("edit"))
+
+
+def test_an_operator_restart_mid_reconcile_makes_no_duplicates(omni, start_operator):
+    operator = start_operator()
+    omni.create("restart", spec(replicas=4))
+    eventually(lambda: omni.live_worker_names("restart"), 30, "the first worker pod")
+    operator.restart()  # SIGKILL mid-way, then start again
+    omni.wait_workers("restart", [f"restart-worker-{i}" for i in range(4)])
+    operator.restart()
+    omni.wait_condition("restart", "Progressing", "False", "Complete", timeout=30)
+    assert len(omni.pods("restart")) == 4
+    for api_version, kind in [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"), ("v1", "ServiceAccount")]:
+        names = [o["metadata"]["name"] for o in omni.api.list(api_version, kind, omni.namespace, "omnikube.dev/deployment=restart")]
+        assert len(names) == len(set(names)) and names, f"{kind}: {names}"
+    assert len(omni.api.list("v1", "Service", omni.namespace, "omnikube.dev/deployment=restart")) == 2
+
+
+def test_replicas_above_the_cap_degrade_and_touch_nothing(omni, start_operator):
+    start_operator()
+    omni.create("cap", spec(replicas=2, workers={"maxReplicas": 3}))
+    omni.wait_workers("cap", ["cap-worker-0", "cap-worker-1"])
+    uids = {p["metadata"]["uid"] for p in omni.pods("cap")}
+    omni.patch_spec("cap", {"workers": {"replicas": 5, "image": "omnikube/worker:other"}})
+    cond = omni.wait_condition("cap", "Degraded", "True", "ReplicasAboveCap")
+    assert "maxReplicas=3" in cond["message"]
+    assert omni.status("cap")["phase"] == "Degraded"
+    assert {p["metadata"]["uid"] for p in omni.pods("cap")} == uids
+    assert any(e["reason"] == "SpecRejected" and e["type"] == "Warning" for e in omni.events("cap"))
+    omni.patch_spec("cap", {"workers": {"replicas": 3}})
+    omni.wait_condition("cap", "Degraded", "False")
+    omni.wait_workers("cap", ["cap-worker-0", "cap-worker-1", "cap-worker-2"])
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"auth": {"apiKeySecret": {"name": "missing", "key": "k"}}}, "SecretNotFound"),
+    ({"storage": {"enabled": True, "storageClassName": "no-such-class"}}, "StorageClassNotFound"),
+], ids=["missing-secret", "unknown-storage-class"])
+def test_a_spec_the_cluster_cannot_honour_degrades_with_the_reason(omni, start_operator, bad, reason):
+    start_operator()
+    omni.create("bad", spec(replicas=1))
+    omni.wait_workers("bad", ["bad-worker-0"])
+    config = omni.child("v1", "ConfigMap", "bad-config")["data"]
+    omni.patch_spec("bad", bad)
+    omni.wait_condition("bad", "Degraded", "True", reason)
+    assert omni.child("v1", "ConfigMap", "bad-config")["data"] == config
+    assert omni.live_worker_names("bad") == ["bad-worker-0"]
+
+
+def test_workers_wait_for_the_model_download(omni, start_operator):
+    start_operator()
+    omni.create("dl", spec(replicas=1, modelCache={"source": "download", "download": {"repoId": "openbmb/MiniCPM-o-4_5"}}))
+    job = eventually(lambda: omni.api.list("batch/v1", "Job", omni.namespace, "omnikube.dev/deployment=dl"), 30,
+                     "the download Job")[0]
+    assert "MiniCPM-o-4_5" in str(job["spec"]["template"]["spec"]["containers"][0]["env"])
+    cond = omni.wait_condition("dl", "Progressing", "True", "DownloadingModel")
+    assert job["metadata"]["name"] in cond["message"]
+    assert omni.condition("dl", "Ready")["reason"] == "ModelNotDownloaded"
+    assert omni.pods("dl") == []
+
+
+def test_deleting_the_omnideployment_garbage_collects_every_child(omni, start_operator):
+    start_operator()
+    omni.create("gone", spec(replicas=2))
+    omni.wait_workers("gone", ["gone-worker-0", "gone-worker-1"])
+    eventually(lambda: omni.child("apps/v1", "Deployment", "gone-gateway"), 30, "the gateway Deployment")
+    omni.api.delete(labels.API_VERSION, labels.KIND, omni.namespace, "gone")
+    eventually(lambda: omni.get("gone") is None, 30, "the OmniDeployment to go (operator removes its finalizer)")
+    selector = "omnikube.dev/deployment=gone"
+    for api_version, kind in [("v1", "Pod"), ("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"),
+                              ("v1", "ServiceAccount"), ("rbac.authorization.k8s.io/v1", "Role")]:
+        eventually(lambda: not omni.api.list(api_version, kind, omni.namespace, selector), 60,
+                   f"every {kind} to be garbage-collected")
+
+
+def test_every_action_is_recorded_as_an_event(omni, start_operator):
+    start_operator()
+    omni.create("story", spec(replicas=1))
+    omni.wait_workers("story", ["story-worker-0"])
+    eventually(lambda: {"CreatedWorkerPod", "CreatedConfigMap", "CreatedDeployment"}
+               <= {e["reason"] for e in omni.events("story")}, 30, "events for the created children")
