@@ -16,7 +16,7 @@ from pathlib import Path
 from . import discovery, eta_trace, http_overhead, operator_bench, ws_overhead
 from .context import Context
 from .procs import REPO
-from .report import Machine, Section, render
+from .report import Machine, Section, load_average, render
 
 BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx.log_dir.mkdir(parents=True, exist_ok=True)
     machine = Machine.describe()
     sections = [run_one(module, ctx) for module in chosen]
+    machine.load_after = load_average()
     command = "python -m bench" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(sections, machine, command))

@@ -52,6 +52,8 @@ class Machine:
     python: str
     commit: str
     date: str
+    load_before: str = ""
+    load_after: str = ""
 
     @classmethod
     def describe(cls) -> "Machine":
@@ -83,7 +85,16 @@ class Machine:
             python=platform.python_version(),
             commit=commit,
             date=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            load_before=load_average(),
         )
+
+
+def load_average() -> str:
+    """1, 5 and 15 minute load averages: how busy the shared machine was around the run."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
 
 
 def _table(table: Table) -> list[str]:
@@ -115,6 +126,7 @@ def render(sections: list[Section], machine: Machine, command: str) -> str:
         f"| CPU | {machine.cpu_model}, `nproc` = {machine.nproc} |",
         f"| RAM | {machine.ram_gib:.1f} GiB |",
         f"| kernel, Python | {machine.kernel}, {machine.python} |",
+        f"| load average (1, 5, 15 min) | {machine.load_before} before, {machine.load_after or 'unknown'} after |",
         f"| commit | {machine.commit} |",
         f"| command | `{command}` |",
         "",
