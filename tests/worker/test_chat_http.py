@@ -11,7 +11,7 @@ import pytest
 
 from omnikube_worker import chat as chat_module
 
-from tests.fixtures.worker_app import GatedBackend, pcm_b64, png_b64, silence, status_of, tone, wait_for
+from tests.fixtures.worker_app import GatedBackend, pcm_b64, png_b64, silence, status_of, tone
 
 HELLO = {"messages": [{"role": "user", "content": "1+1=? Answer with a digit."}], "generation": {"max_new_tokens": 10}}
 

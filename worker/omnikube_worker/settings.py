@@ -83,10 +83,15 @@ class WorkerSettings:
             model_path=config.model.model_path,
             pt_path=config.model.pt_path,
             ref_audio_path=config.audio.ref_audio_path,
-            attn_implementation=str(config.model.attn_implementation),
-            chat_vocoder=str(config.audio.chat_vocoder),
+            attn_implementation=_value(config.model.attn_implementation),
+            chat_vocoder=_value(config.audio.chat_vocoder),
             compile=config.service.compile,
             pause_timeout=config.duplex.pause_timeout,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _value(option: object) -> str:
+    """An enum's value or the plain string (config defaults stay enum members)."""
+    return str(getattr(option, "value", option))

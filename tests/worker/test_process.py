@@ -1,0 +1,119 @@
+"""The real `omnikube-worker` process: what a client written from the spec sees over the network."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import websockets
+
+from omnikube_worker.faults import CRASH_EXIT_CODE
+
+from tests.fixtures.processes import WorkerProc, launch_worker, wait_until
+
+
+@pytest.fixture(scope="module")
+def shared_worker(tmp_path_factory) -> Iterator[WorkerProc]:
+    """One worker for the tests that leave it idle (start-up costs seconds on a busy machine)."""
+    worker = launch_worker(tmp_path_factory.mktemp("worker"), zero_delay=True)
+    yield worker
+    worker.kill()
+
+
+def b64(samples: np.ndarray) -> str:
+    return base64.b64encode(samples.astype("<f4").tobytes()).decode()
+
+
+TONE = (0.3 * np.sin(2 * np.pi * 220 * np.arange(16000) / 16000)).astype(np.float32)
+SILENCE = np.zeros(16000, dtype=np.float32)
+
+
+def test_the_console_script_is_installed_and_documents_the_seed_flags():
+    out = subprocess.run([sys.executable, "-m", "omnikube_worker.cli", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for flag in ("--model-path", "--pt-path", "--ref-audio-path", "--worker-index", "--gpu-id", "--compile",
+                 "--port", "--host", "--duplex-pause-timeout", "--backend", "--config", "--sim-fault"):
+        assert flag in out
+
+
+def test_a_spec_client_holds_a_duplex_session_over_the_network(shared_worker):
+    async def session() -> list[dict]:
+        async with websockets.connect(f"{shared_worker.ws_url}/ws/duplex?session_id=adx_net", max_size=2**27) as ws:
+            await ws.send(json.dumps({"type": "prepare", "config": {"force_listen_count": 0}}))
+            frames = [json.loads(await ws.recv())]
+            for chunk in [TONE, SILENCE, SILENCE]:
+                await ws.send(json.dumps({"type": "audio_chunk", "audio_base64": b64(chunk)}))
+                frames.append(json.loads(await ws.recv()))
+            await ws.send(json.dumps({"type": "stop"}))
+            frames.append(json.loads(await ws.recv()))
+            return frames
+
+    frames = asyncio.run(session())
+    assert [f["type"] for f in frames] == ["prepared", "result", "result", "result", "stopped"]
+    assert frames[1]["is_listen"] is True and frames[2]["is_listen"] is False
+    assert len(base64.b64decode(frames[2]["audio_data"])) == 24000 * 4
+    shared_worker.wait_status("idle")
+
+
+def test_a_busy_worker_refuses_the_duplex_handshake(shared_worker):
+    async def two_sessions() -> Exception:
+        async with websockets.connect(f"{shared_worker.ws_url}/ws/duplex?session_id=adx_1") as first:
+            await first.send(json.dumps({"type": "prepare"}))
+            await first.recv()
+            try:
+                async with websockets.connect(f"{shared_worker.ws_url}/ws/duplex?session_id=adx_2"):
+                    pass
+            except Exception as exc:  # the handshake is refused: the worker closed before accept
+                return exc
+            raise AssertionError("second session was admitted")
+
+    refused = asyncio.run(two_sessions())
+    assert "403" in str(refused) or "1013" in str(refused)
+    shared_worker.wait_status("idle")
+
+
+def test_post_chat_over_http(shared_worker):
+    body = httpx.post(f"{shared_worker.url}/chat", json={"messages": [{"role": "user", "content": "hi"}]}).json()
+    assert body["success"] is True and body["simulated"] is True
+
+
+def test_crash_fault_kills_the_process_mid_session(start_worker):
+    worker = start_worker(zero_delay=True, fault="crash_after_chunks:2")
+
+    async def session() -> None:
+        async with websockets.connect(f"{worker.ws_url}/ws/chat") as ws:
+            await ws.send(json.dumps({"messages": [{"role": "user", "content": "a long answer please"}]}))
+            while True:
+                await ws.recv()
+
+    with pytest.raises(websockets.ConnectionClosed):
+        asyncio.run(session())
+    wait_until(lambda: not worker.alive(), 10, "the worker to exit")
+    assert worker.process.returncode == CRASH_EXIT_CODE
+
+
+def test_hang_fault_leaves_the_worker_alive_but_stuck_busy(start_worker):
+    worker = start_worker(zero_delay=True, fault="hang_after_chunks:0")
+
+    async def session() -> None:
+        async with websockets.connect(f"{worker.ws_url}/ws/chat") as ws:
+            await ws.send(json.dumps({"messages": [{"role": "user", "content": "hi"}]}))
+            assert json.loads(await ws.recv())["type"] == "prefill_done"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ws.recv(), 0.5)
+
+    asyncio.run(session())
+    assert worker.alive() and worker.health()["worker_status"] == "busy_half_duplex"
+
+
+def test_a_load_failure_exits_non_zero(start_worker):
+    worker = start_worker(zero_delay=True, fault="load_error", wait=False)
+    wait_until(lambda: not worker.alive(), 20, "the worker to exit")
+    assert worker.process.returncode == 3 and "load failed" in worker.log()
