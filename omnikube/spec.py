@@ -231,7 +231,7 @@ class ModelCacheSpec(_ApiModel):
 
     source: ModelCacheSource = Field(
         ModelCacheSource.download,
-        description="download: a Job fills a cache PVC; pvc: an existing claim; hostPath: a node directory; none: each worker loads model.modelPath itself.",
+        description="download: a Job fills a cache PVC; pvc: an existing claim; hostPath: a node directory; none: each worker loads model.modelPath itself. The simulated backend needs no weights and ignores this.",
     )
     download: ModelDownloadSpec = Field(default_factory=ModelDownloadSpec, description="Settings for source download.")
     pvc: ModelPvcSpec | None = Field(None, description="Settings for source pvc.")

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from omnikube import labels
-from omnikube.spec import MODEL_MOUNT_PATH, ModelCacheSource, OmniDeploymentSpec
+from omnikube.spec import MODEL_MOUNT_PATH, BackendType, ModelCacheSource, OmniDeploymentSpec
 
 CONFIG_DIR = "/etc/omnikube"
 CONFIG_FILE = "config.json"
@@ -107,8 +107,15 @@ class Owner:
         }
 
     @property
+    def model_source(self) -> str:
+        """Where the weights come from; the simulated backend needs none, so it never downloads."""
+        if self.spec.backend.type == BackendType.simulated.value:
+            return ModelCacheSource.none.value
+        return self.spec.model_cache.source
+
+    @property
     def uses_model_cache(self) -> bool:
-        return self.spec.model_cache.source != ModelCacheSource.none.value
+        return self.model_source != ModelCacheSource.none.value
 
     @property
     def worker_model_path(self) -> str:

@@ -43,7 +43,7 @@ def download_job_name(owner: Owner) -> str:
 
 
 def build_cache_claim(owner: Owner) -> dict[str, Any] | None:
-    if owner.spec.model_cache.source != ModelCacheSource.download.value:
+    if owner.model_source != ModelCacheSource.download.value:
         return None
     download = owner.spec.model_cache.download
     spec: dict[str, Any] = {
@@ -61,7 +61,7 @@ def build_cache_claim(owner: Owner) -> dict[str, Any] | None:
 
 
 def build_download_job(owner: Owner) -> dict[str, Any] | None:
-    if owner.spec.model_cache.source != ModelCacheSource.download.value:
+    if owner.model_source != ModelCacheSource.download.value:
         return None
     download = owner.spec.model_cache.download
     env = [{"name": "OMNIKUBE_REPO", "value": repo_id(owner)}, {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"}]
@@ -107,15 +107,15 @@ def build_download_job(owner: Owner) -> dict[str, Any] | None:
 
 def model_volume(owner: Owner) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """(volume, read-only mount) for the worker container, or None when workers load by themselves."""
-    cache = owner.spec.model_cache
+    cache, source = owner.spec.model_cache, owner.model_source
     mount: dict[str, Any] = {"name": MODEL_VOLUME, "mountPath": MODEL_MOUNT_PATH, "readOnly": True}
-    if cache.source == ModelCacheSource.download.value:
+    if source == ModelCacheSource.download.value:
         volume = {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": owner.model_claim, "readOnly": True}}
-    elif cache.source == ModelCacheSource.pvc.value and cache.pvc:
+    elif source == ModelCacheSource.pvc.value and cache.pvc:
         volume = {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": cache.pvc.claim_name, "readOnly": True}}
         if cache.pvc.sub_path:
             mount["subPath"] = cache.pvc.sub_path
-    elif cache.source == ModelCacheSource.hostPath.value and cache.host_path:
+    elif source == ModelCacheSource.hostPath.value and cache.host_path:
         volume = {"name": MODEL_VOLUME, "hostPath": {"path": cache.host_path.path, "type": "Directory"}}
     else:
         return None

@@ -179,7 +179,7 @@ class Reconciler:
             self.ensure(owner, body, claim, create_only=True)
 
     def model_cache(self, owner: Owner, body: dict[str, Any], obs: Observation) -> None:
-        if owner.spec.model_cache.source != ModelCacheSource.download.value:
+        if owner.model_source != ModelCacheSource.download.value:
             return
         self.ensure(owner, body, model_cache.build_cache_claim(owner), create_only=True)
         job = model_cache.build_download_job(owner)

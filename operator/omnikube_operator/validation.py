@@ -43,22 +43,22 @@ def _claim(kube: Kube, owner: Owner, name: str, field: str) -> Problem | None:
 def check(kube: Kube, owner: Owner) -> list[Problem]:
     """Every problem found (empty: the spec can be honoured)."""
     spec = owner.spec
-    workers, cache, storage = spec.workers, spec.model_cache, spec.storage
+    workers, cache, storage, source = spec.workers, spec.model_cache, spec.storage, owner.model_source
     problems: list[Problem | None] = []
     if workers.replicas > workers.max_replicas:
         problems.append(Problem("ReplicasAboveCap", f"spec.workers.replicas={workers.replicas} exceeds "
                                 f"spec.workers.maxReplicas={workers.max_replicas}; lower replicas or raise the cap"))
-    if cache.source == ModelCacheSource.pvc.value and cache.pvc is None:
+    if source == ModelCacheSource.pvc.value and cache.pvc is None:
         problems.append(Problem("InvalidSpec", "spec.modelCache.source is pvc but spec.modelCache.pvc.claimName is not set"))
-    if cache.source == ModelCacheSource.hostPath.value and cache.host_path is None:
+    if source == ModelCacheSource.hostPath.value and cache.host_path is None:
         problems.append(Problem("InvalidSpec", "spec.modelCache.source is hostPath but spec.modelCache.hostPath.path is not set"))
     if spec.auth.api_key_secret:
         problems.append(_secret(kube, owner, spec.auth.api_key_secret, "spec.auth.apiKeySecret"))
-    if cache.source == ModelCacheSource.download.value:
+    if source == ModelCacheSource.download.value:
         if cache.download.token_secret:
             problems.append(_secret(kube, owner, cache.download.token_secret, "spec.modelCache.download.tokenSecret"))
         problems.append(_storage_class(kube, cache.download.storage_class_name, "spec.modelCache.download.storageClassName"))
-    if cache.source == ModelCacheSource.pvc.value and cache.pvc:
+    if source == ModelCacheSource.pvc.value and cache.pvc:
         problems.append(_claim(kube, owner, cache.pvc.claim_name, "spec.modelCache.pvc.claimName"))
     if storage.enabled and storage.existing_claim:
         problems.append(_claim(kube, owner, storage.existing_claim, "spec.storage.existingClaim"))

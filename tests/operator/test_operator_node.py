@@ -1,0 +1,38 @@
+"""The operator with the real node: worker and gateway pods really start from the local dev images
+and the OmniDeployment reaches Ready, then scales both ways."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.fixtures.omnideployment import eventually, load_sample
+
+pytestmark = [pytest.mark.cluster, pytest.mark.node]
+
+IMAGES = ("omnikube/worker:dev", "omnikube/gateway:dev")
+
+
+@pytest.fixture
+def dev_images(k8s_node) -> None:
+    """The images the simulated sample runs must be in the node's dockerd (the packaging setup builds them)."""
+    env = {"DOCKER_HOST": k8s_node.docker_host, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    missing = [image for image in IMAGES
+               if subprocess.run(["docker", "image", "inspect", image], env=env, capture_output=True).returncode != 0]
+    assert not missing, f"images {missing} are not in the node's dockerd; build them with the packaging scripts"
+
+
+def test_the_simulated_sample_becomes_ready_with_real_pods_and_scales(omni, start_operator, dev_images):
+    sample = load_sample("simulated")
+    start_operator()
+    omni.create(sample["metadata"]["name"], sample["spec"])
+    name = sample["metadata"]["name"]
+    omni.cluster.kubectl("wait", "-n", omni.namespace, "--for=condition=Ready", f"omni/{name}", "--timeout=240s", timeout=250)
+    status = omni.status(name)
+    assert status["readyWorkers"] == sample["spec"]["workers"]["replicas"]
+    assert {w["workerStatus"] for w in status["workers"]} == {"idle"}
+    omni.cluster.kubectl("scale", "-n", omni.namespace, f"omni/{name}", "--replicas=3")
+    eventually(lambda: omni.status(name).get("readyWorkers") == 3, 180, "three ready workers")
+    omni.cluster.kubectl("scale", "-n", omni.namespace, f"omni/{name}", "--replicas=1")
+    omni.wait_workers(name, [f"{name}-worker-0"], timeout=120)
