@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from omnikube_gateway.openai_api import StopScanner
-from omnikube_gateway.openai_audio import float32_to_pcm16, pcm16_to_wav, wav_to_float32
+from omnikube_gateway.openai_audio import float32_to_wav, wav_to_float32
+from omnikube_gateway.wav import encode_pcm16
 from omnikube_gateway.openai_errors import OpenAIError
 from omnikube_gateway.openai_messages import parse_request, to_worker_request
 
@@ -26,7 +27,7 @@ def refusal(**fields) -> OpenAIError:
 
 
 def test_text_image_and_audio_parts_become_worker_content_items():
-    wav = base64.b64encode(pcm16_to_wav(b"\x00\x20" * 24000, rate=24000)).decode()
+    wav = base64.b64encode(encode_pcm16(np.full(24000, 0.2, dtype=np.float32), 24000)).decode()
     frame = to_worker_request(request(messages=[
         {"role": "developer", "content": "Be brief."},
         {"role": "user", "content": [{"type": "text", "text": "What is this?"},
@@ -88,6 +89,6 @@ def test_without_a_stop_sequence_text_flows_through_unchanged():
 
 def test_float32_output_round_trips_through_pcm16_wav():
     tone = (0.5 * np.sin(np.linspace(0, 100, 24000))).astype("<f4")
-    wav = pcm16_to_wav(float32_to_pcm16(tone.tobytes()))
+    wav = float32_to_wav(tone.tobytes())
     back = np.frombuffer(wav_to_float32(wav, target_rate=24000), dtype="<f4")
     assert back.size == tone.size and np.max(np.abs(back - tone)) < 1e-3

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from omnikube_gateway.openai_audio import pcm16_to_wav
+from omnikube_gateway.wav import encode_pcm16
 from omnikube_gateway.realtime_frames import (
     BadFrame,
     CloseRequest,
@@ -50,7 +50,7 @@ def test_sdk_config_maps_temperature_vision_hd_and_the_limits_that_stay_in_the_g
 
 
 def test_a_wav_reference_voice_is_converted_to_raw_float32_pcm():
-    wav = pcm16_to_wav(b"\x00\x10" * 8000, rate=8000)
+    wav = encode_pcm16(np.full(8000, 0.1, dtype=np.float32), 8000)
     init = parse_client_frame(frame(type="session.init", payload={"voice": {"ref_audio_base64": base64.b64encode(wav).decode()}}), video=False)
     assert len(base64.b64decode(init.ref_audio_base64)) == 16000 * 4
 
