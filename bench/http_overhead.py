@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 
+from tests.fixtures.processes import free_port
+
 from . import nginx, wrk
 from .context import Context
-from .procs import ProcessGroup, free_port, free_ports
+from .procs import ProcessGroup, free_ports
 from .report import Section, Table, Target
 from .stack import ZERO_DELAY, start_gateway, start_workers
 from .stats import fmt, fmt_pct, median, ratio

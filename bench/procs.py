@@ -10,7 +10,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,16 +17,10 @@ from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 import httpx
 
+
 REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 S = TypeVar("S", bound="Stoppable")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def free_ports(count: int) -> list[int]:
@@ -42,12 +35,6 @@ def free_ports(count: int) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
-
-
-def console_script(name: str) -> str:
-    """A console script of this venv (omnikube-worker, ...), falling back to PATH."""
-    candidate = VENV_BIN / name
-    return str(candidate) if candidate.exists() else name
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
