@@ -1,0 +1,301 @@
+"""The web UI in a real headless Chromium against a real gateway and simulated workers.
+
+The module shares one simulated worker (real timings) behind one gateway (process launchers from
+tests/fixtures/processes.py); every test leaves the worker idle and the queue empty, which an
+autouse fixture checks. Each test opens its own browsers (tests/fixtures/browser.py) with fake
+camera and microphone. The microphone plays a
+looped WAV, 1.5 s of a speech-like tone then 4.5 s of silence, so the simulated duplex model hears
+"speech", waits for the pause and answers. Screenshots of every page land in artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from selenium.webdriver.common.by import By
+
+from tests.fixtures.browser import screenshot, wait_js
+from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    rate = 48_000
+    t = np.arange(int(rate * 1.5)) / rate
+    voiced = 0.3 * np.sin(2 * np.pi * 300 * t) * np.sin(2 * np.pi * 3 * t) ** 2
+    signal = np.concatenate([voiced, np.zeros(int(rate * 4.5))])
+    path = tmp_path_factory.mktemp("media") / "speech.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((signal * 32767).astype("<i2").tobytes())
+    return path
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """One simulated worker (real timings) behind a gateway, for the whole module."""
+    log_dir = tmp_path_factory.mktemp("web-service")
+    worker = launch_worker(log_dir)
+    try:
+        gateway = launch_gateway(log_dir, [worker])
+    except BaseException:
+        worker.kill()
+        raise
+    yield gateway
+    gateway.kill()
+    worker.kill()
+
+
+@pytest.fixture(autouse=True)
+def idle_service(service):
+    """Every test starts and ends with the worker idle and nobody queued."""
+
+    def idle() -> bool:
+        status = service.get("/status").json()
+        return status.get("idle_workers") == 1 and status.get("queue_length") == 0
+
+    wait_until(idle, 15, "the worker to be idle and the queue empty")
+    yield
+    wait_until(idle, 15, "the test to release the worker and leave the queue")
+
+
+def open_page(driver, gateway, page: str) -> None:
+    driver.get(f"{gateway.url}/{page}")
+    wait_js(driver, "document.readyState === 'complete'")
+
+
+def start_duplex(driver) -> None:
+    wait_js(driver, "window.omnikube && omnikube.session.state === 'stopped'")
+    driver.find_element(By.ID, "start").click()
+
+
+def worker_states(gateway) -> list[str]:
+    return [w["status"] for w in gateway.get("/workers").json()["workers"]]
+
+
+def test_the_home_page_offers_every_mode(service, browser):
+    open_page(browser, service, "")
+    wait_js(browser, "document.querySelectorAll('#cards .card').length === 3")
+    apps = browser.execute_script("return [...document.querySelectorAll('#cards .card')].map(c => c.dataset.app)")
+    assert apps == ["turnbased", "omni", "audio_duplex"]
+    wait_js(browser, "document.querySelector('#status-pill').textContent.includes('1/1 idle')")
+    screenshot(browser, "home")
+
+
+def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(service, browser):
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.find_element(By.ID, "opt-voice").click()
+    browser.find_element(By.ID, "input").send_keys("Hello, can you hear me?")
+    browser.find_element(By.ID, "send").click()
+
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    answer = browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
+    assert "[simulated]" in answer and "Hello, can you hear me?" in answer
+    # Speech arrived in several streamed chunks and the audio clock played at least one to the end.
+    assert int(browser.execute_script("return document.querySelector('.msg.assistant').dataset.audioChunks")) >= 1
+    wait_js(browser, "omnikube.player.playedChunks >= 1", 20)
+    assert browser.execute_script("return omnikube.player.schedule.gaps") == 0
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.assistant audio")  # replayable afterwards
+    screenshot(browser, "turnbased")
+
+    # The answer is part of the history sent with the next turn.
+    assert browser.execute_script("return omnikube.state.history.map(m => m.role)") == ["user", "assistant"]
+
+
+def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    # The model answers after hearing the speech, and its audio is scheduled for playback.
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    assert "[simulated]" in browser.find_element(By.ID, "log").text
+    screenshot(browser, "audio_duplex")
+
+    browser.find_element(By.ID, "pause").click()
+    wait_js(browser, "omnikube.session.state === 'paused'", 10)
+    wait_until(lambda: worker_states(service) == ["duplex_paused"], 10, "the worker to be paused")
+    sent_while_paused = browser.execute_script("return omnikube.session.chunksSent")
+
+    browser.find_element(By.ID, "pause").click()  # now labelled Resume
+    wait_js(browser, "omnikube.session.state === 'active'", 10)
+    wait_until(lambda: worker_states(service) == ["duplex_active"], 10, "the worker to be active again")
+    wait_js(browser, f"omnikube.session.chunksSent > {sent_while_paused}", 10, "(audio flows again)")
+
+    browser.find_element(By.ID, "stop").click()
+    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+    wait_until(lambda: worker_states(service) == ["idle"], 10, "the worker to be released")
+
+
+def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "omni")
+    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    # vision_slices in the worker's result counts the frames it received with the chunk.
+    wait_js(browser, "omnikube.session.last.vision_slices >= 1", 15)
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    screenshot(browser, "omni")
+    browser.find_element(By.ID, "stop").click()
+    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+
+
+def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when_the_first_leaves(
+    service, browser_factory, speech_wav
+):
+    first = browser_factory(fake_audio=speech_wav)
+    second = browser_factory(fake_audio=speech_wav)
+    open_page(first, service, "audio_duplex")
+    start_duplex(first)
+    wait_js(first, "omnikube.session.state === 'active'", 20)
+
+    open_page(second, service, "audio_duplex")
+    start_duplex(second)
+    wait_js(second, "omnikube.session.state === 'queued'", 15)
+    label = wait_js(second, "!document.querySelector('.queue-panel').hidden && document.querySelector('.queue-label').textContent")
+    assert label.startswith("Queue 1/1, ~"), label
+    remaining = int(second.execute_script("return document.querySelector('.queue-panel').dataset.remaining"))
+    assert remaining > 0
+    # The countdown runs by itself between server updates.
+    wait_js(second, f"Number(document.querySelector('.queue-panel').dataset.remaining) < {remaining}", 5)
+    screenshot(second, "audio_duplex-queued")
+
+    first.find_element(By.ID, "stop").click()
+    wait_js(second, "omnikube.session.state === 'active'", 30, "(second user served)")
+    assert second.execute_script("return document.querySelector('.queue-panel').hidden") is True
+    second.find_element(By.ID, "stop").click()
+    wait_js(second, "omnikube.session.state === 'stopped'", 10)
+
+
+def test_a_queued_chat_shows_its_place_and_leaving_the_queue_frees_it(service, browser_factory, speech_wav):
+    holder = browser_factory(fake_audio=speech_wav)
+    open_page(holder, service, "audio_duplex")
+    start_duplex(holder)
+    wait_js(holder, "omnikube.session.state === 'active'", 20)
+
+    chat = browser_factory()
+    open_page(chat, service, "turnbased")
+    wait_js(chat, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    chat.find_element(By.ID, "input").send_keys("Are you free?")
+    chat.find_element(By.ID, "send").click()
+    label = wait_js(chat, "!document.querySelector('.queue-panel').hidden && document.querySelector('.queue-label').textContent", 15)
+    wait_js(chat, "document.querySelector('.queue-label').textContent.startsWith('Queue 1/1')", 10)
+    assert service.get("/api/queue").json()["queue_length"] == 1, label
+    screenshot(chat, "turnbased-queued")
+
+    chat.find_element(By.CSS_SELECTOR, ".queue-panel .leave-queue").click()
+    wait_until(lambda: service.get("/api/queue").json()["queue_length"] == 0, 10, "the ticket to leave the queue")
+    wait_js(chat, "document.querySelector('.queue-panel').hidden")
+    # The unsent message is handed back for later.
+    assert chat.find_element(By.ID, "input").get_attribute("value") == "Are you free?"
+    assert chat.find_elements(By.CSS_SELECTOR, ".msg") == []
+    holder.find_element(By.ID, "stop").click()
+    wait_js(holder, "omnikube.session.state === 'stopped'", 10)
+
+
+def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, browser_factory, speech_wav):
+    holder = browser_factory(fake_audio=speech_wav)
+    open_page(holder, service, "audio_duplex")
+    start_duplex(holder)
+    wait_js(holder, "omnikube.session.state === 'active'", 20)
+    waiter = browser_factory(fake_audio=speech_wav)
+    open_page(waiter, service, "omni")
+    start_duplex(waiter)
+    wait_js(waiter, "omnikube.session.state === 'queued'", 15)
+
+    admin = browser_factory()
+    open_page(admin, service, "admin")
+    wait_js(admin, "document.querySelector('#workers tbody tr[data-worker]')?.dataset.state === 'duplex_active'", 10)
+    row = admin.find_element(By.CSS_SELECTOR, "#workers tbody tr[data-worker]").text
+    assert "worker_0" in row or "duplex_active" in row
+    session_id = holder.execute_script("return omnikube.session.id")
+    assert session_id in row
+    wait_js(admin, "document.querySelector('#queue tbody tr[data-ticket]')?.dataset.position === '1'", 10)
+    queue_row = admin.find_element(By.CSS_SELECTOR, "#queue tbody tr[data-ticket]").text
+    assert "omni_duplex" in queue_row and "~" in queue_row
+    assert admin.find_element(By.CSS_SELECTOR, "[data-tile='queue'] b").text == "1"
+
+    # ETA settings: the form shows the server's values, and saving changes them on the server.
+    wait_js(admin, "document.querySelector('#eta-form [name=eta_chat_s]').value !== ''")
+    shown = float(admin.find_element(By.CSS_SELECTOR, "#eta-form [name=eta_chat_s]").get_attribute("value"))
+    assert shown == service.get("/api/config/eta").json()["config"]["eta_chat_s"]
+    field = admin.find_element(By.CSS_SELECTOR, "#eta-form [name=eta_omni_duplex_s]")
+    field.clear()
+    field.send_keys("42")
+    admin.find_element(By.CSS_SELECTOR, "#eta-form button[type=submit]").click()
+    wait_js(admin, "document.querySelector('#eta-status').textContent.startsWith('Saved')", 10)
+    assert service.get("/api/config/eta").json()["config"]["eta_omni_duplex_s"] == 42
+    screenshot(admin, "admin")
+
+    waiter.find_element(By.ID, "stop").click()
+    holder.find_element(By.ID, "stop").click()
+    wait_until(lambda: worker_states(service) == ["idle"], 15, "the worker to be released")
+
+
+def write_wav(path: Path, seconds: float, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(rate * seconds)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
+
+
+@pytest.fixture
+def chat_recording(service) -> str:
+    """A finished chat recording in the gateway's data dir, in the layout workers write (data.md §1)."""
+    session_id = "chat_webui1"
+    folder = service.data_dir / "sessions" / session_id
+    write_wav(folder / "user_audio" / "000.wav", 1.0, 16_000)
+    write_wav(folder / "ai_audio" / "turn_0.wav", 2.0, 24_000)
+    meta = {"session_id": session_id, "app_type": "chat", "created_at": "2026-03-01T06:22:33.123456+00:00",
+            "ended_at": "2026-03-01T06:22:41.001234+00:00", "duration_s": 7.9, "worker_id": 0,
+            "title": "Chat 03-01 06:22", "config": {"system_prompt": "You are helpful."}}
+    recording = {"session_id": session_id, "mode": "chat", "worker_id": 0, "start_ts": meta["created_at"],
+                 "config": meta["config"], "turns": [{
+                     "turn_index": 0, "request_ts_ms": 0.0,
+                     "input": {"text": "Please remember this.", "audio": "user_audio/000.wav"},
+                     "output": {"text": "[simulated] I will.", "audio": "ai_audio/turn_0.wav", "audio_duration_ms": 2000},
+                     "timing": {"elapsed_ms": 812.0, "tokens": 5}}]}
+    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "recording.json").write_text(json.dumps(recording))
+    yield session_id
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_recorded_session_plays_back_in_the_session_viewer(service, browser, chat_recording):
+    open_page(browser, service, f"s/{chat_recording}")
+    wait_js(browser, "document.querySelectorAll('#content .msg').length === 2", 15)
+    assert "Please remember this." in browser.find_element(By.ID, "content").text
+    assert "Chat 03-01 06:22" in browser.find_element(By.ID, "title").text
+    sources = browser.execute_script("return [...document.querySelectorAll('#content audio')].map(a => a.src)")
+    assert len(sources) == 2 and all(httpx.get(src, timeout=10).status_code == 200 for src in sources)
+    # The element really decodes and plays the recording.
+    browser.execute_script("document.querySelector('#content .msg.assistant audio').play()")
+    wait_js(browser, "document.querySelector('#content .msg.assistant audio').currentTime > 0.2", 10)
+    screenshot(browser, "session-viewer")
+
+
+def test_the_admin_page_plays_back_a_recent_session(service, browser, chat_recording):
+    open_page(browser, service, "admin")
+    wait_js(browser, "window.omnikube")
+    browser.find_element(By.ID, "session-lookup").send_keys(chat_recording)
+    browser.find_element(By.ID, "session-open").click()
+    wait_js(browser, "document.querySelectorAll('#playback audio').length === 2", 10)
+    assert "[simulated] I will." in browser.find_element(By.ID, "playback").text
+    browser.execute_script("document.querySelector('#playback .msg.assistant audio').play()")
+    wait_js(browser, "document.querySelector('#playback .msg.assistant audio').currentTime > 0.2", 10)
+    screenshot(browser, "admin-playback")
