@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 VENV=${VENV:-.venv}
-if "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
+if "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)"; then
   exit 0
 fi
 # The package index these machines use serves the CPU wheel for this version.
