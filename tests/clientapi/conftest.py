@@ -19,6 +19,9 @@ from PIL import Image
 from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
 
 SAMPLE_RATE = 16_000
+API_KEY = "sk-omnikube-test"
+MAX_QUEUE = 2
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 
 def speech(seconds: float = 1.0) -> bytes:
@@ -52,15 +55,21 @@ async def eventually(check: Callable[[], Awaitable[bool] | bool], deadline_s: fl
 
 async def queue_length(gateway) -> int:
     async with httpx.AsyncClient() as http:
-        return (await http.get(f"{gateway.url}/api/queue", timeout=5)).json()["queue_length"]
+        response = await http.get(f"{gateway.url}/api/queue", headers=AUTH, timeout=5)
+        return response.json()["queue_length"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def _shared_stack(tmp_path_factory):
-    """Process start-up dominates these tests, so one module shares one worker and one gateway."""
+    """Process start-up dominates these tests, so the client-API tests share one worker and one gateway.
+
+    The gateway requires `API_KEY` and holds at most `MAX_QUEUE` waiting tickets.
+    """
     log_dir = tmp_path_factory.mktemp("clientapi")
+    keys = log_dir / "api-keys.txt"
+    keys.write_text(f"{API_KEY}\n")
     worker = launch_worker(log_dir, zero_delay=True)
-    gateway = launch_gateway(log_dir, [worker])
+    gateway = launch_gateway(log_dir, [worker], args=["--api-keys-file", str(keys), "--max-queue-size", str(MAX_QUEUE)])
     yield gateway, worker
     gateway.kill()
     worker.kill()
@@ -76,5 +85,5 @@ def one_worker_gateway(_shared_stack):
 
 
 def _idle(gateway) -> bool:
-    status = gateway.get("/status").json()
+    status = gateway.get("/status", headers=AUTH).json()
     return status["idle_workers"] == status["total_workers"] and status["queue_length"] == 0

@@ -21,13 +21,13 @@ from openbmb_realtime import (
     WorkerAssigned,
 )
 
-from .conftest import eventually, image_bytes, queue_length, silence, speech
+from .conftest import API_KEY, eventually, image_bytes, queue_length, silence, speech
 
 pytestmark = pytest.mark.timeout(60)
 MODEL = "minicpm-o-4.5-realtime"
 
 
-def client(gateway, api_key: str = "sk-test", **options) -> RealtimeClient:
+def client(gateway, api_key: str = API_KEY, **options) -> RealtimeClient:
     return RealtimeClient(api_key=api_key, base_url=gateway.url, **options)
 
 
@@ -156,7 +156,9 @@ async def test_a_session_that_fills_its_context_is_closed_with_context_full(one_
 
 
 async def test_a_worker_killed_mid_session_ends_it_with_an_error_and_the_next_session_gets_another(start_worker, start_gateway):
-    workers = [start_worker(zero_delay=True), start_worker(zero_delay=True)]
+    workers = [start_worker(zero_delay=True, wait=False) for _ in range(2)]
+    for worker in workers:
+        worker.wait_status("idle", deadline_s=30)
     gateway = start_gateway(workers)
     session = await client(gateway).audio.connect(model=MODEL)
     feeder = asyncio.create_task(feed(session, a_reply() * 3, pause_s=0.1))
@@ -174,12 +176,8 @@ async def test_a_worker_killed_mid_session_ends_it_with_an_error_and_the_next_se
     await survivor.close()
 
 
-async def test_a_wrong_api_key_is_refused_at_the_handshake(start_worker, start_gateway, tmp_path):
-    keys = tmp_path / "keys.txt"
-    keys.write_text("sk-right\n")
-    gateway = start_gateway([start_worker(zero_delay=True)], args=["--api-keys-file", str(keys)])
+async def test_a_wrong_api_key_is_refused_at_the_handshake(one_worker_gateway):
+    gateway, _ = one_worker_gateway
     with pytest.raises(RealtimeError) as refused:
         await client(gateway, api_key="sk-wrong").audio.connect(model=MODEL)
     assert refused.value.code == "socket_create_failed"
-    session = await client(gateway, api_key="sk-right").audio.connect(model=MODEL)
-    await session.close()
