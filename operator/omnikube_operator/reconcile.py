@@ -9,6 +9,7 @@ skips every step, so nothing running is touched; status and an Event say why.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -55,8 +56,6 @@ def contains(live: Any, want: Any) -> bool:
 
 
 def _api_message(exc: ApiException) -> str:
-    import json
-
     try:
         return json.loads(exc.body or "{}").get("message") or str(exc.reason)
     except ValueError:
@@ -279,8 +278,9 @@ class Reconciler:
         obs.trouble = pod_trouble(found)
         if obs.gateway is None:
             obs.gateway = self.kube.get("apps/v1", "Deployment", owner.namespace, owner.gateway)
-        if obs.gateway_endpoint is None and not obs.problems:
-            obs.gateway_endpoint = services.gateway_endpoint(owner, None)
+        if obs.gateway_endpoint is None:
+            service = self.kube.get("v1", "Service", owner.namespace, owner.gateway)
+            obs.gateway_endpoint = services.gateway_endpoint(owner, service) if service else None
         gateway_selector = f"{labels.DEPLOYMENT}={owner.name},{labels.COMPONENT}={labels.COMPONENT_GATEWAY}"
         gateway_pods = [p for p in self.kube.list("v1", "Pod", owner.namespace, gateway_selector)
                         if scaling.worker_pod(p, "").ready]

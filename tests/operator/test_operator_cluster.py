@@ -207,7 +207,8 @@ def test_an_operator_restart_mid_reconcile_makes_no_duplicates(omni, start_opera
     operator.restart()  # SIGKILL mid-way, then start again
     omni.wait_workers("restart", [f"restart-worker-{i}" for i in range(4)])
     operator.restart()
-    omni.wait_condition("restart", "Progressing", "False", "Complete", timeout=30)
+    omni.wait_condition("restart", "Progressing", "True", "WorkersStarting", timeout=30)
+    assert omni.status("restart")["replicas"] == 4
     assert len(omni.pods("restart")) == 4
     for api_version, kind in [("v1", "ConfigMap"), ("v1", "Service"), ("apps/v1", "Deployment"), ("v1", "ServiceAccount")]:
         names = [o["metadata"]["name"] for o in omni.api.list(api_version, kind, omni.namespace, "omnikube.dev/deployment=restart")]
@@ -278,3 +279,23 @@ def test_every_action_is_recorded_as_an_event(omni, start_operator):
     omni.wait_workers("story", ["story-worker-0"])
     eventually(lambda: {"CreatedWorkerPod", "CreatedConfigMap", "CreatedDeployment"}
                <= {e["reason"] for e in omni.events("story")}, 30, "events for the created children")
+
+
+def test_the_operator_serves_liveness_and_reconcile_metrics(omni, start_operator):
+    import httpx
+
+    from tests.fixtures.processes import free_port
+
+    liveness, metrics_port = free_port(), free_port()
+    start_operator("--liveness-port", str(liveness), "--metrics-port", str(metrics_port), "--bind", "127.0.0.1")
+    omni.create("observed", spec(replicas=1))
+    omni.wait_workers("observed", ["observed-worker-0"])
+
+    def reconciled() -> bool:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).text
+        line = next(l for l in text.splitlines() if l.startswith('omnikube_operator_reconciles_total{result="ok"}'))
+        return float(line.split()[-1]) >= 1
+
+    eventually(reconciled, 30, "the reconcile counter to count")
+    eventually(lambda: httpx.get(f"http://127.0.0.1:{liveness}/healthz", timeout=2).status_code == 200, 30,
+               "kopf's liveness endpoint")
