@@ -6,6 +6,7 @@ import asyncio
 import re
 
 import pytest
+import uvicorn
 from openbmb_realtime import (
     AudioDelta,
     ErrorEvent,
@@ -20,6 +21,12 @@ from openbmb_realtime import (
     TurnCompleted,
     WorkerAssigned,
 )
+from pydantic import BaseModel
+
+from omnikube.config import OmniConfig
+from omnikube_gateway.app import create_app
+from omnikube_gateway.settings import GatewaySettings, StaticWorker
+from tests.fixtures.processes import free_port
 
 from .conftest import API_KEY, eventually, image_bytes, queue_length, silence, speech
 
@@ -181,3 +188,33 @@ async def test_a_wrong_api_key_is_refused_at_the_handshake(one_worker_gateway):
     with pytest.raises(RealtimeError) as refused:
         await client(gateway, api_key="sk-wrong").audio.connect(model=MODEL)
     assert refused.value.code == "socket_create_failed"
+
+
+class _Limits(BaseModel):
+    audio_max_session_s: float
+    video_max_session_s: float = 300.0
+
+
+class _ConfigWithRealtime(OmniConfig):
+    """The config with a `realtime` section, as the gateway reads its per-mode session limits."""
+
+    realtime: _Limits
+
+
+async def test_a_session_longer_than_its_modes_limit_is_closed_with_timeout(start_worker, tmp_path):
+    worker = start_worker(zero_delay=True)
+    settings = GatewaySettings(config=_ConfigWithRealtime(realtime=_Limits(audio_max_session_s=1.0)), https=False,
+                               static_workers=[StaticWorker(worker.host, worker.port)], data_dir=tmp_path)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, what="the in-process gateway to start")
+        base_url = f"http://127.0.0.1:{server.config.port}"
+        session = await RealtimeClient(api_key=API_KEY, base_url=base_url).audio.connect(model=MODEL)
+        feeder = asyncio.create_task(feed(session, [silence()] * 100, pause_s=0.05))
+        events = await until(session, lambda e: isinstance(e, SessionClosed))
+        feeder.cancel()
+        assert events[-1] == SessionClosed("timeout")
+    finally:
+        server.should_exit = True
+        await serving
