@@ -16,7 +16,7 @@ from tests.fixtures.processes import free_port
 
 from . import nginx, wrk
 from .context import Context
-from .procs import ProcessGroup, free_ports
+from .procs import ProcessGroup, free_ports, usage
 from .report import Section, Table, Target
 from .stack import ZERO_DELAY, start_gateway, start_workers
 from .stats import fmt, fmt_pct, median, ratio
@@ -36,21 +36,26 @@ def run(ctx: Context) -> Section:
     log_dir = ctx.dir("http")
     with ProcessGroup(log_dir) as group:
         worker_ports = free_ports(max(concurrencies))
-        start_workers(group, worker_ports, ZERO_DELAY)
+        farm = start_workers(group, worker_ports, ZERO_DELAY)
         gateway = start_gateway(group, worker_ports)
-        paths = {"direct": (worker_ports, "/chat"), "gateway": ([gateway.port], "/api/chat")}
+        # path -> (ports, URL path, the process whose CPU is that path's own cost)
+        paths = {"direct": (worker_ports, "/chat", farm.pid), "gateway": ([gateway.port], "/api/chat", gateway.pid)}
         if nginx.available():
             nginx_port = free_port()
-            nginx.start(group, nginx_port, worker_ports)
-            paths["nginx"] = ([nginx_port], "/chat")
+            proxy = nginx.start(group, nginx_port, worker_ports)
+            paths["nginx"] = ([nginx_port], "/chat", proxy.pid)
         samples: dict[tuple[str, int], list[wrk.WrkResult]] = {}
+        cpu_us: dict[tuple[str, int], list[float]] = {}
         for c in concurrencies:
-            for name, (ports, path) in paths.items():
+            for name, (ports, path, _) in paths.items():
                 wrk.run(ports, path, BODY, c, 1, log_dir)  # warm connections and caches
             for _ in range(rounds):
-                for name, (ports, path) in paths.items():
-                    samples.setdefault((name, c), []).append(wrk.run(ports, path, BODY, c, duration, log_dir))
-    return _section(samples, concurrencies, list(paths), duration, rounds)
+                for name, (ports, path, pid) in paths.items():
+                    before = usage(pid).cpu_s
+                    result = wrk.run(ports, path, BODY, c, duration, log_dir)
+                    samples.setdefault((name, c), []).append(result)
+                    cpu_us.setdefault((name, c), []).append(1e6 * (usage(pid).cpu_s - before) / max(1, result.requests))
+    return _section(samples, cpu_us, concurrencies, list(paths), duration, rounds)
 
 
 def _summary(results: list[wrk.WrkResult]) -> dict[str, float]:
@@ -63,7 +68,7 @@ def _summary(results: list[wrk.WrkResult]) -> dict[str, float]:
     }
 
 
-def _section(samples, concurrencies, names, duration, rounds) -> Section:
+def _section(samples, cpu_us, concurrencies, names, duration, rounds) -> Section:
     rows = []
     verdicts: dict[str, Target] = {}
     for c in concurrencies:
@@ -76,17 +81,21 @@ def _section(samples, concurrencies, names, duration, rounds) -> Section:
             rows.append([str(c), name, fmt(s["p50"], 3), fmt(s["p99"], 3),
                          "–" if name == "direct" else fmt(added_p50, 3),
                          "–" if name == "direct" else fmt(added_p99, 3),
-                         fmt(s["rps"], 0), fmt_pct(throughput), f"{s['errors']:.0f} / {s['requests']:.0f}"])
+                         fmt(s["rps"], 0), fmt_pct(throughput), fmt(median(cpu_us[(name, c)]), 0),
+                         f"{s['errors']:.0f} / {s['requests']:.0f}"])
             if name == "gateway" and c == 16:
                 verdicts["p50"] = Target(TARGETS[0], added_p50 < 1.0, f"{added_p50:.3f} ms")
                 verdicts["p99"] = Target(TARGETS[1], added_p99 < 5.0, f"{added_p99:.3f} ms")
                 verdicts["rps"] = Target(TARGETS[2], throughput >= 0.8, fmt_pct(throughput))
     table = Table(["clients", "path", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms", "req/s",
-                   "throughput vs direct", "errors / requests"], rows)
+                   "throughput vs direct", "CPU µs / request", "errors / requests"], rows)
     section = Section(KEY, TITLE, __doc__.split("\n", 1)[1].strip().replace("\n", " "), [table],
                       [verdicts.get(k, Target(t, None, "not measured")) for k, t in zip(("p50", "p99", "rps"), TARGETS)])
     section.notes.append(f"{rounds} round(s) of {duration} s per path and concurrency; "
                          "latency percentiles are wrk's, per request; 'added' = path minus direct.")
+    section.notes.append("'CPU µs / request' is the CPU time of that path's own process per request: the workers' "
+                         "for direct, the proxy's alone for nginx and the gateway. Unlike latency it hardly depends on "
+                         "what else the shared machine runs.")
     section.notes.append("Load generator, workers, proxy and gateway share the same 2 cores, so throughput "
                          "at 16 and 64 clients is CPU-bound: the ratio says what the extra hop costs in CPU.")
     if "nginx" not in names:

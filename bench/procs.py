@@ -156,8 +156,7 @@ class Usage:
     rss_bytes: int
 
 
-def usage(pid: int) -> Usage:
-    """CPU seconds (user + system) and resident memory of one process, from /proc."""
+def _own_usage(pid: int) -> Usage:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     # After the ")" closing comm, utime and stime are the 12th and 13th fields.
@@ -169,6 +168,29 @@ def usage(pid: int) -> Usage:
                 rss_bytes = int(line.split()[1]) * 1024
                 break
     return Usage(cpu_s, rss_bytes)
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def usage(pid: int) -> Usage:
+    """CPU seconds (user + system) and resident memory of a process and its children (nginx's
+    worker runs under its master), from /proc."""
+    total = _own_usage(pid)
+    for child in children(pid):
+        try:
+            extra = _own_usage(child)
+        except OSError:
+            continue  # it just exited
+        total = Usage(total.cpu_s + extra.cpu_s, total.rss_bytes + extra.rss_bytes)
+    return total
 
 
 class CpuMeter:

@@ -113,6 +113,7 @@ def _section(results: dict, levels: list[int], warmup: float, duration: float) -
             rows.append([str(level), name, str(len(lat)), fmt(p50, 2), fmt(p99, 2),
                          fmt(added50, 2) if gateway else "–", fmt(added99, 2) if gateway else "–",
                          fmt(r.get("cpu"), 2) if gateway else "–",
+                         fmt(1e6 * r.get("cpu", 0) * duration / max(1, len(lat)), 0) if gateway else "–",
                          fmt(r.get("rss", 0) / 2 ** 20, 0) if gateway else "–",
                          f"{r['failed']} / {r['sessions']}", str(r["late_sends"])])
             if gateway and level == 200:
@@ -120,7 +121,7 @@ def _section(results: dict, levels: list[int], warmup: float, duration: float) -
                 target = Target(TARGETS[0], ok, f"added p99 {added99:.2f} ms, gateway CPU {r.get('cpu', 0):.2f} cores, "
                                 f"{r['failed']} failed sessions")
     table = Table(["sessions", "path", "messages", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
-                   "gateway CPU (cores)", "gateway RSS MiB", "failed / sessions", "late sends"], rows)
+                   "gateway CPU (cores)", "gateway CPU µs / message", "gateway RSS MiB", "failed / sessions", "late sends"], rows)
     method = " ".join(__doc__.split("\n", 1)[1].split())
     section = Section(KEY, TITLE, method, [table], [target])
     section.notes.append(f"Window: {warmup:.0f} s warm-up, then {duration:.0f} s measured per path and level; "
