@@ -187,7 +187,8 @@ class DuplexSession:
                 metrics.AUDIO_SECONDS.labels(self.type).inc(output.audio.size / 24000)
         self.speaking = not output.is_listen and not output.end_of_turn
         self.steps += 1
-        costs = {k: (round(v, 1) if v else None) for k, v in output.costs_ms.items()}
+        costs = {"cost_all_ms": wall_s * 1000.0, **output.costs_ms}
+        costs = {k: (round(v, 1) if v else None) for k, v in costs.items()}
         result = DuplexResult(
             is_listen=output.is_listen, text=output.text,
             audio_data=encode_pcm(output.audio) if output.audio is not None else None,
@@ -196,7 +197,7 @@ class DuplexSession:
             server_send_ts=time.time(), wall_clock_ms=round(wall_s * 1000.0, 1),
             kv_cache_length=self.ctx.backend.kv_cache_length,
             vision_slices=output.vision_slices, vision_tokens=output.vision_slices * 64,
-            cost_all_ms=round(wall_s * 1000.0, 1), **costs,
+            **costs,
         )
         return result.model_dump()
 
