@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.omnideployment",
     "tests.fixtures.worker_app",
     "tests.fixtures.browser",
+    "tests.fixtures.packaging",
 ]

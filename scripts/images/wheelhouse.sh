@@ -59,7 +59,23 @@ fi
 
 ilog "building the omnikube wheel"
 rm -rf "$out" && mkdir -p "$out"
-"${pip[@]}" wheel --quiet --no-deps --wheel-dir "$out" "$IMAGES_REPO_ROOT"
+# A fixed timestamp makes the wheel a function of the sources alone, so unchanged sources hit the
+# image layer cache.
+# A cached build environment (setuptools + wheel) saves pip's per-build isolated install.
+build_venv="$IMAGES_CACHE/build-venv"
+if [ ! -f "$build_venv/.complete" ]; then
+  rm -rf "$build_venv"
+  python3 -m venv "$build_venv"
+  "$build_venv/bin/pip" install --quiet --disable-pip-version-check 'setuptools>=68' wheel
+  touch "$build_venv/.complete"
+fi
+if ! SOURCE_DATE_EPOCH=315532800 "$build_venv/bin/pip" wheel --quiet --disable-pip-version-check --no-build-isolation \
+    --no-deps --wheel-dir "$out" "$IMAGES_REPO_ROOT" \
+    >"$out/.build.log" 2>&1; then
+  cat "$out/.build.log" >&2
+  idie "building the omnikube wheel failed"
+fi
+rm -f "$out/.build.log"
 rm -rf "$IMAGES_REPO_ROOT/build/lib" "$IMAGES_REPO_ROOT/build/bdist."*
 # Hard links: the cache and the wheelhouse share one copy on disk.
 cp -l "$deps"/*.whl "$out"/ 2>/dev/null || cp "$deps"/*.whl "$out"/
