@@ -20,7 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from omnikube.protocol import CLOSE_TRY_AGAIN_LATER, ChatRequest, ChatResponse, TokenStats, WorkerStatus, WsChatRequest
+from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
+                               WorkerStatus, WsChatRequest)
 
 from . import metrics
 from .backend import GenerateOptions, Piece
@@ -85,7 +86,7 @@ async def _answer(ctx: WorkerContext, chat_request: ChatRequest, fault: str | No
         wav = await asyncio.to_thread(encode_wav, result.audio)
         audio_data = base64.b64encode(wav).decode("ascii")
         metrics.TIME_TO_FIRST_AUDIO.labels("chat").observe(duration_ms / 1000.0)
-        metrics.AUDIO_SECONDS.labels("chat").inc(result.audio.size / 24000)
+        metrics.AUDIO_SECONDS.labels("chat").inc(result.audio.size / OUTPUT_SAMPLE_RATE)
     response = ChatResponse(
         **ctx.info(), text=result.text, audio_data=audio_data, tokens_generated=result.generated_tokens,
         duration_ms=round(duration_ms, 1), prompt=result.prompt if chat_request.return_prompt else None,

@@ -15,7 +15,7 @@ from datetime import datetime
 
 from fastapi import APIRouter, WebSocket
 
-from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, PAUSE_TIMEOUT_CLOSE_REASON,
+from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, OUTPUT_SAMPLE_RATE, PAUSE_TIMEOUT_CLOSE_REASON,
                                DuplexAudioChunk, DuplexPause, DuplexPrepare, DuplexResult, WorkerStatus)
 
 from . import metrics
@@ -184,7 +184,7 @@ class DuplexSession:
                     metrics.TIME_TO_FIRST_AUDIO.labels(self.type).observe(wall_s)
             metrics.TOKENS.labels(self.type).inc(output.n_tokens or 0)
             if output.audio is not None:
-                metrics.AUDIO_SECONDS.labels(self.type).inc(output.audio.size / 24000)
+                metrics.AUDIO_SECONDS.labels(self.type).inc(output.audio.size / OUTPUT_SAMPLE_RATE)
         self.speaking = not output.is_listen and not output.end_of_turn
         self.steps += 1
         costs = {"cost_all_ms": wall_s * 1000.0, **output.costs_ms}
