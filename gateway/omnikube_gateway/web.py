@@ -64,12 +64,12 @@ async def turnbased(request: Request) -> Response:
 
 @router.get("/audio_duplex")
 async def audio_duplex(request: Request) -> Response:
-    return _gated_page(request, "audio_duplex", "audio_duplex.html")
+    return _gated_page(request, "audio_duplex", "duplex.html")
 
 
 @router.get("/omni")
 async def omni(request: Request) -> Response:
-    return _gated_page(request, "omni", "omni.html")
+    return _gated_page(request, "omni", "duplex.html")
 
 
 @router.get("/admin")

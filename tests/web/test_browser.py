@@ -79,6 +79,20 @@ def start_duplex(driver) -> None:
     driver.find_element(By.ID, "start").click()
 
 
+def live_session(browser_factory, gateway, speech_wav, page: str = "audio_duplex"):
+    """A browser holding a running duplex session (and so the only worker)."""
+    driver = browser_factory(fake_audio=speech_wav)
+    open_page(driver, gateway, page)
+    start_duplex(driver)
+    wait_js(driver, "omnikube.session.state === 'active'", 20)
+    return driver
+
+
+def stop_duplex(driver) -> None:
+    driver.find_element(By.ID, "stop").click()
+    wait_js(driver, "omnikube.session.state === 'stopped'", 10)
+
+
 def worker_states(gateway) -> list[str]:
     return [w["status"] for w in gateway.get("/workers").json()["workers"]]
 
@@ -133,8 +147,7 @@ def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_fact
     wait_until(lambda: worker_states(service) == ["duplex_active"], 10, "the worker to be active again")
     wait_js(browser, f"omnikube.session.chunksSent > {sent_while_paused}", 10, "(audio flows again)")
 
-    browser.find_element(By.ID, "stop").click()
-    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+    stop_duplex(browser)
     wait_until(lambda: worker_states(service) == ["idle"], 10, "the worker to be released")
 
 
@@ -148,18 +161,14 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     wait_js(browser, "omnikube.session.last.vision_slices >= 1", 15)
     wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
     screenshot(browser, "omni")
-    browser.find_element(By.ID, "stop").click()
-    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+    stop_duplex(browser)
 
 
 def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when_the_first_leaves(
     service, browser_factory, speech_wav
 ):
-    first = browser_factory(fake_audio=speech_wav)
+    first = live_session(browser_factory, service, speech_wav)
     second = browser_factory(fake_audio=speech_wav)
-    open_page(first, service, "audio_duplex")
-    start_duplex(first)
-    wait_js(first, "omnikube.session.state === 'active'", 20)
 
     open_page(second, service, "audio_duplex")
     start_duplex(second)
@@ -175,15 +184,11 @@ def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when
     first.find_element(By.ID, "stop").click()
     wait_js(second, "omnikube.session.state === 'active'", 30, "(second user served)")
     assert second.execute_script("return document.querySelector('.queue-panel').hidden") is True
-    second.find_element(By.ID, "stop").click()
-    wait_js(second, "omnikube.session.state === 'stopped'", 10)
+    stop_duplex(second)
 
 
 def test_a_queued_chat_shows_its_place_and_leaving_the_queue_frees_it(service, browser_factory, speech_wav):
-    holder = browser_factory(fake_audio=speech_wav)
-    open_page(holder, service, "audio_duplex")
-    start_duplex(holder)
-    wait_js(holder, "omnikube.session.state === 'active'", 20)
+    holder = live_session(browser_factory, service, speech_wav)
 
     chat = browser_factory()
     open_page(chat, service, "turnbased")
@@ -201,15 +206,11 @@ def test_a_queued_chat_shows_its_place_and_leaving_the_queue_frees_it(service, b
     # The unsent message is handed back for later.
     assert chat.find_element(By.ID, "input").get_attribute("value") == "Are you free?"
     assert chat.find_elements(By.CSS_SELECTOR, ".msg") == []
-    holder.find_element(By.ID, "stop").click()
-    wait_js(holder, "omnikube.session.state === 'stopped'", 10)
+    stop_duplex(holder)
 
 
 def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, browser_factory, speech_wav):
-    holder = browser_factory(fake_audio=speech_wav)
-    open_page(holder, service, "audio_duplex")
-    start_duplex(holder)
-    wait_js(holder, "omnikube.session.state === 'active'", 20)
+    holder = live_session(browser_factory, service, speech_wav)
     waiter = browser_factory(fake_audio=speech_wav)
     open_page(waiter, service, "omni")
     start_duplex(waiter)

@@ -1,6 +1,6 @@
 /**
- * Full-duplex sessions: /audio_duplex (voice) and /omni (voice + camera). The page's <body>
- * says which (data-mode, data-prefix); everything else is shared.
+ * Full-duplex sessions: /audio_duplex (voice) and /omni (voice + camera), one page for both: the
+ * last segment of the URL says which; everything else is shared.
  *
  * Session flow over ws/duplex/{session_id} (ids `adx_…` = audio, `omni_…` = omni):
  *   [queued, queue_update*] → queue_done → (client) prepare → prepared → audio_chunk every second
@@ -15,9 +15,14 @@ import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { VoicePicker } from "./voice.js";
 
-const MODE = document.body.dataset.mode; // "audio_duplex" | "omni"
-const PREFIX = document.body.dataset.prefix; // "adx" | "omni"
-const OMNI = MODE === "omni";
+const OMNI = /\/omni\/?$/.test(location.pathname);
+const MODE = OMNI ? "omni" : "audio_duplex";
+const PREFIX = OMNI ? "omni" : "adx"; // the gateway picks the mode by this id prefix
+const TITLE = OMNI ? "Omni Full-Duplex" : "Audio Full-Duplex";
+
+document.title = `${TITLE} – MiniCPM-o 4.5`;
+$("#heading").textContent = TITLE;
+for (const node of document.querySelectorAll(".omni-only")) node.hidden = !OMNI;
 const PREPARE_GRACE_MS = 100;
 const STOP_GRACE_MS = 2000;
 
