@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.processes",
+    "tests.fixtures.gateway",
     "tests.fixtures.omnideployment",
     "tests.fixtures.worker_app",
     "tests.fixtures.browser",

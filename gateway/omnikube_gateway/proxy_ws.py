@@ -339,7 +339,14 @@ async def _relay(ws: WebSocket, upstream: ClientConnection, inbox: Inbox, lease:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        if to_client in done and to_client.exception() is None:
+        if to_client in done and to_client.exception() is not None:
+            exc = to_client.exception()
+            if not isinstance(exc, (WebSocketDisconnect, RuntimeError, OSError)):  # not just the client leaving
+                log.error("relay from worker %s failed", lease.worker_id, exc_info=exc)
+                lease.worker_error()
+                await _send_error(ws, f"Relay failed: {type(exc).__name__}")
+                await _close(ws, 1011, "Relay failed")
+        elif to_client in done:
             code, reason, died = to_client.result()
             if died:
                 lease.fail(reason)
@@ -389,8 +396,7 @@ async def _worker_to_client(ws: WebSocket, upstream: ClientConnection) -> tuple[
         pass
     except ConnectionClosed as exc:
         return None, f"connection lost (close code {exc.rcvd.code if exc.rcvd else 1006})", True
-    rcvd = upstream.close_rcvd
-    return (rcvd.code if rcvd else 1000), (rcvd.reason if rcvd else ""), False
+    return upstream.close_code or 1000, upstream.close_reason or "", False
 
 
 async def _send_error(ws: WebSocket, text: str) -> None:

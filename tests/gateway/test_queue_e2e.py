@@ -1,0 +1,144 @@
+"""The queue seen by real clients: one simulated worker, a gateway with a small queue and timeout."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+
+QUEUE_TIMEOUT_S = 3
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("queue")
+    worker = launch_worker(log_dir, zero_delay=True)
+    gateway = launch_gateway(log_dir, [worker], args=["--max-queue-size", "2", "--timeout", str(QUEUE_TIMEOUT_S)])
+    yield worker, gateway
+    gateway.kill()
+    worker.kill()
+
+
+@pytest.fixture
+def gateway(small):
+    _, gateway = small
+    wait_until(lambda: gateway.get("/status").json()["idle_workers"] == 1, 10, "an idle worker")
+    return gateway
+
+
+def recv(ws, timeout: float = 10.0) -> dict:
+    return json.loads(ws.recv(timeout=timeout))
+
+
+def hold_worker(gateway):
+    ws = connect(f"{gateway.ws_url}/ws/duplex/omni_holder")
+    assert recv(ws) == {"type": "queue_done"}
+    return ws
+
+
+def queue_length(gateway) -> int:
+    return gateway.get("/api/queue").json()["queue_length"]
+
+
+def test_a_second_client_is_queued_then_served_with_its_early_frames_delivered(gateway):
+    holder = hold_worker(gateway)
+    with connect(f"{gateway.ws_url}/ws/duplex/omni_second") as second:
+        second.send(json.dumps({"type": "prepare", "system_prompt": "sent while queued"}))
+        queued = recv(second)
+        assert queued["type"] == "queued" and queued["position"] == 1 and queued["queue_length"] == 1
+        assert queued["ticket_id"].startswith("q_") and queued["estimated_wait_s"] >= 0
+        ticket = gateway.get(f"/api/queue/{queued['ticket_id']}").json()
+        assert ticket["found"] and ticket["ticket"]["request_type"] == "omni_duplex" and ticket["ticket"]["position"] == 1
+        holder.close()
+        assert recv(second) == {"type": "queue_done"}
+        assert recv(second)["type"] == "prepared"  # the frame sent while queued reached the worker
+
+
+def test_positions_move_up_at_once_when_a_client_ahead_leaves(gateway):
+    holder = hold_worker(gateway)
+    try:
+        first = connect(f"{gateway.ws_url}/ws/half_duplex/hdx_first")
+        assert recv(first)["position"] == 1
+        with connect(f"{gateway.ws_url}/ws/half_duplex/hdx_second") as second:
+            assert recv(second)["position"] == 2
+            first.close()  # leaves while queued
+            update = recv(second, timeout=2.0)  # pushed on the change, not on a 3-s timer
+            assert update["type"] == "queue_update" and update["position"] == 1 and update["queue_length"] == 1
+            assert queue_length(gateway) == 1
+    finally:
+        holder.close()
+    wait_until(lambda: queue_length(gateway) == 0, 5, "the queue to empty")
+
+
+def test_a_full_queue_answers_503_with_retry_after_over_http_and_an_error_frame_over_ws(gateway):
+    holder = hold_worker(gateway)
+    waiting = [connect(f"{gateway.ws_url}/ws/duplex/omni_w{i}") for i in range(2)]
+    try:
+        for ws in waiting:
+            assert recv(ws)["type"] == "queued"
+        response = httpx.post(f"{gateway.url}/api/chat", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Queue full (2 requests)"}
+        assert int(response.headers["retry-after"]) >= 1
+        with connect(f"{gateway.ws_url}/ws/duplex/omni_late") as late:
+            assert recv(late) == {"type": "error", "error": "Queue full (2 requests)"}
+            with pytest.raises(ConnectionClosed) as closed:
+                late.recv(timeout=5)
+            assert closed.value.rcvd.code == 1013
+    finally:
+        for ws in waiting:
+            ws.close()
+        holder.close()
+
+
+def test_a_ticket_waiting_longer_than_the_request_timeout_gets_an_error(gateway):
+    holder = hold_worker(gateway)
+    try:
+        with connect(f"{gateway.ws_url}/ws/duplex/omni_patient") as ws:
+            assert recv(ws)["type"] == "queued"
+            frames = []
+            while not frames or frames[-1]["type"] != "error":
+                frames.append(recv(ws, timeout=QUEUE_TIMEOUT_S + 5))
+            assert "within 3 s" in frames[-1]["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=5)
+            assert closed.value.rcvd.code == 1013
+        assert queue_length(gateway) == 0
+    finally:
+        holder.close()
+
+
+def test_an_admin_cancel_tells_the_waiting_client(gateway):
+    holder = hold_worker(gateway)
+    try:
+        with connect(f"{gateway.ws_url}/ws/duplex/omni_cancelme") as ws:
+            ticket = recv(ws)["ticket_id"]
+            assert httpx.delete(f"{gateway.url}/api/queue/{ticket}").json() == {"success": True}
+            assert recv(ws) == {"type": "error", "error": "Cancelled"}
+            assert httpx.delete(f"{gateway.url}/api/queue/{ticket}").json() == {"success": False}
+    finally:
+        holder.close()
+
+
+def test_an_http_chat_client_that_gives_up_while_queued_frees_its_place(gateway):
+    holder = hold_worker(gateway)
+    try:
+        def impatient() -> None:
+            try:
+                httpx.post(f"{gateway.url}/api/chat", json={"messages": [{"role": "user", "content": "x"}]}, timeout=0.5)
+            except httpx.TimeoutException:
+                pass
+
+        thread = threading.Thread(target=impatient)
+        thread.start()
+        wait_until(lambda: queue_length(gateway) == 1, 5, "the chat to queue")
+        thread.join()
+        wait_until(lambda: queue_length(gateway) == 0, 2, "the abandoned ticket to leave the queue")
+    finally:
+        holder.close()
