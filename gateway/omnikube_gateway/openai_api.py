@@ -33,7 +33,8 @@ from . import metrics
 from .auth import require_api_key
 from .dispatch import QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
 from .openai_audio import b64decode_strict, b64encode, float32_to_pcm16, float32_to_wav
-from .openai_errors import OpenAIError, invalid_request, queue_full, unauthorized, unavailable, worker_failed
+from .openai_errors import (OpenAIError, invalid_request, model_failed, outcome, queue_full, unauthorized, unavailable,
+                            worker_failed)
 from .openai_messages import ChatCompletionRequest, parse_request, to_worker_request
 from .openai_voices import resolve_voice
 from .storage import read_limited
@@ -93,10 +94,7 @@ async def get_model(model_id: str, request: Request) -> Response:
 
 
 def _refused(api: str, exc: OpenAIError) -> Response:
-    outcome = {401: "unauthorized", 429: "queue_full"}.get(exc.status, "bad_request" if exc.status < 500 else "worker_error")
-    if exc.code == "no_worker_available":
-        outcome = "queue_timeout"
-    metrics.CLIENT_API.labels(api, outcome).inc()
+    metrics.CLIENT_API.labels(api, outcome(exc)).inc()
     return exc.response()
 
 
@@ -190,7 +188,7 @@ class CompletionJob:
                     message_text = str(frame.get("error") or "inference failed")
                     if "busy" in message_text.lower():
                         raise _WorkerLost(message_text)
-                    raise OpenAIError(500, f"The model failed: {message_text}", type="server_error", code="worker_error")
+                    raise model_failed(f"The model failed: {message_text}")
             raise _WorkerLost("the worker closed the connection before answering")
         except ConnectionClosed as exc:
             raise _WorkerLost(f"connection lost ({exc})") from None
@@ -351,7 +349,7 @@ def _sse(payload: dict[str, Any] | str) -> bytes:
 async def _stream_events(job: CompletionJob, answer: Answer, first: Event) -> AsyncIterator[bytes]:
     audio = answer.request.wants_audio
     event: Event | None = first
-    outcome = "client_left"
+    ended = "client_left"
     try:
         while event is not None:
             if event.kind == "queued" and event.update is not None:
@@ -379,15 +377,15 @@ async def _stream_events(job: CompletionJob, answer: Answer, first: Event) -> As
                         usage_chunk["choices"], usage_chunk["usage"] = [], answer.usage()
                         yield _sse(usage_chunk)
                     yield _sse("[DONE]")
-                    outcome = "ok"
+                    ended = "ok"
                     return
             elif event.kind == "error" and event.error is not None:
                 yield _sse(event.error.body())
-                outcome = "queue_full" if event.error.status == 429 else "worker_error"
+                ended = outcome(event.error)
                 return
             event = await job.events.get()
     finally:
-        metrics.CLIENT_API.labels("chat_completions", outcome).inc()
+        metrics.CLIENT_API.labels("chat_completions", ended).inc()
         await job.cancel()
 
 

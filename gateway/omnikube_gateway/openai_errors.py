@@ -65,4 +65,19 @@ def unavailable(message: str, *, code: str, retry_after: float | None = None) ->
 
 
 def worker_failed(message: str) -> OpenAIError:
-    return OpenAIError(502, message, type="server_error", code="worker_error")
+    """The worker's connection broke (crash, unreachable); the model never answered."""
+    return OpenAIError(502, message, type="server_error", code="worker_unavailable")
+
+
+def model_failed(message: str) -> OpenAIError:
+    """The worker is alive but its model call failed."""
+    return OpenAIError(500, message, type="server_error", code="worker_error")
+
+
+# The metrics outcome of each refusal, by code (then by status).
+_OUTCOME_BY_CODE = {"queue_full": "queue_full", "no_worker_available": "queue_timeout", "cancelled": "cancelled",
+                    "worker_unavailable": "worker_failed", "invalid_api_key": "unauthorized"}
+
+
+def outcome(error: OpenAIError) -> str:
+    return _OUTCOME_BY_CODE.get(error.code or "", "bad_request" if error.status < 500 else "worker_error")

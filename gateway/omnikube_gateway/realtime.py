@@ -62,6 +62,7 @@ class RealtimeLimits:
     max_kv_tokens: int = 8192
     init_timeout_s: float = 30.0      # accept-to-init frame, once a worker is held
     prepare_timeout_s: float = 60.0   # worker `prepare` to `prepared`
+    result_timeout_s: float = 30.0    # a chunk sent and no worker frame since: the worker hangs
     stop_grace_s: float = 3.0         # `stop` to `stopped` before the socket is simply closed
     connect_attempts: int = 3
 
@@ -116,6 +117,8 @@ class RealtimeSession:
         self.mapper: OutputMapper | None = None
         self.max_kv_tokens = limits.max_kv_tokens
         self.max_turn_tokens: int | None = None
+        self.outstanding = 0  # chunks sent to the worker and not yet answered
+        self.progress_at = time.monotonic()
         self.closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
@@ -304,6 +307,9 @@ class RealtimeSession:
                 force = frame.force_listen or self._turn_cap_reached()
                 try:
                     await worker.send(json.dumps(audio_chunk_frame(frame, force_listen=force)))
+                    if not self.outstanding:
+                        self.progress_at = time.monotonic()
+                    self.outstanding += 1
                 except websockets.ConnectionClosed as exc:
                     raise _WorkerLost(f"worker connection closed ({exc.code})") from None
             elif isinstance(frame, SessionInit):
@@ -317,9 +323,10 @@ class RealtimeSession:
     async def _downlink(self, worker: ClientConnection) -> Ending:
         assert self.mapper is not None
         while True:
-            frame = await _recv_worker(worker)
+            frame = await self._recv_result(worker)
             kind = frame.get("type")
             if kind == "result":
+                self.outstanding = max(0, self.outstanding - 1)
                 for event in self.mapper.events(frame):
                     await self._send(event)
                 if self.mapper.usage.kv_cache_length >= self.max_kv_tokens:
@@ -332,6 +339,21 @@ class RealtimeSession:
                 return Ending("stopped", "ok")
             else:
                 log.debug("%s: worker frame %r not forwarded", self.session_id, kind)
+
+    async def _recv_result(self, worker: ClientConnection) -> dict[str, Any]:
+        """The next worker frame. A worker that owes results and stays silent too long is lost:
+        a hung model call still answers WebSocket pings, so only this notices it."""
+        receiving = asyncio.ensure_future(_recv_worker(worker))
+        try:
+            while True:
+                done, _ = await asyncio.wait({receiving}, timeout=min(1.0, self.limits.result_timeout_s))
+                if done:
+                    self.progress_at = time.monotonic()
+                    return receiving.result()
+                if self.outstanding and time.monotonic() - self.progress_at > self.limits.result_timeout_s:
+                    raise _WorkerLost(f"no result from the worker for {self.limits.result_timeout_s:g} s")
+        finally:
+            receiving.cancel()
 
     async def _end(self, ending: Ending, worker: ClientConnection | None) -> None:
         if worker is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from contextlib import asynccontextmanager
 
 import pytest
 import uvicorn
@@ -191,8 +192,9 @@ async def test_a_wrong_api_key_is_refused_at_the_handshake(one_worker_gateway):
 
 
 class _Limits(BaseModel):
-    audio_max_session_s: float
+    audio_max_session_s: float = 600.0
     video_max_session_s: float = 300.0
+    result_timeout_s: float = 30.0
 
 
 class _ConfigWithRealtime(OmniConfig):
@@ -201,20 +203,35 @@ class _ConfigWithRealtime(OmniConfig):
     realtime: _Limits
 
 
-async def test_a_session_longer_than_its_modes_limit_is_closed_with_timeout(start_worker, tmp_path):
-    worker = start_worker(zero_delay=True)
-    settings = GatewaySettings(config=_ConfigWithRealtime(realtime=_Limits(audio_max_session_s=1.0)), https=False,
+@asynccontextmanager
+async def in_process_gateway(worker, tmp_path, limits: _Limits):
+    """A gateway served from this test's event loop, so that its config can carry `realtime` limits."""
+    settings = GatewaySettings(config=_ConfigWithRealtime(realtime=limits), https=False,
                                static_workers=[StaticWorker(worker.host, worker.port)], data_dir=tmp_path)
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=free_port(), log_level="warning"))
     serving = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started, what="the in-process gateway to start")
-        base_url = f"http://127.0.0.1:{server.config.port}"
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        await serving
+
+
+async def test_a_session_longer_than_its_modes_limit_is_closed_with_timeout(start_worker, tmp_path):
+    async with in_process_gateway(start_worker(zero_delay=True), tmp_path, _Limits(audio_max_session_s=1.0)) as base_url:
         session = await RealtimeClient(api_key=API_KEY, base_url=base_url).audio.connect(model=MODEL)
         feeder = asyncio.create_task(feed(session, [silence()] * 100, pause_s=0.05))
         events = await until(session, lambda e: isinstance(e, SessionClosed))
         feeder.cancel()
         assert events[-1] == SessionClosed("timeout")
-    finally:
-        server.should_exit = True
-        await serving
+
+
+async def test_a_worker_that_hangs_mid_answer_ends_the_session_with_an_error(start_worker, tmp_path):
+    worker = start_worker(zero_delay=True, fault="hang_after_chunks:0")
+    async with in_process_gateway(worker, tmp_path, _Limits(result_timeout_s=1.0)) as base_url:
+        session = await RealtimeClient(api_key=API_KEY, base_url=base_url).audio.connect(model=MODEL)
+        feeder = asyncio.create_task(feed(session, a_reply()))
+        events = await until(session, lambda e: isinstance(e, SessionClosed))
+        feeder.cancel()
+        assert [e.code for e in events if isinstance(e, ErrorEvent)] == ["worker_lost"]
