@@ -1,7 +1,8 @@
 """The web UI: HTML pages at the seed's routes and the static files they load.
 
 Duties:
-- serve the pages (`/`, `/turnbased`, `/audio_duplex`, `/omni`, `/admin`, `/s/{session_id}`);
+- serve the pages (`/`, `/turnbased`, `/audio_duplex`, `/omni`, `/half_duplex`, `/admin`,
+  `/s/{session_id}`);
   a user page whose app is disabled in the gateway's apps registry redirects to `/` (302);
 - serve `/static/{path}` from `web/static/` and nothing outside it.
 
@@ -70,6 +71,11 @@ async def audio_duplex(request: Request) -> Response:
 @router.get("/omni")
 async def omni(request: Request) -> Response:
     return _gated_page(request, "omni", "duplex.html")
+
+
+@router.get("/half_duplex")
+async def half_duplex(request: Request) -> Response:
+    return _gated_page(request, "half_duplex_audio", "half_duplex.html")
 
 
 @router.get("/admin")

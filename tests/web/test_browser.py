@@ -164,6 +164,24 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     stop_duplex(browser)
 
 
+def test_a_half_duplex_call_answers_after_the_user_pauses_and_reopens_the_microphone(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "half_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    browser.find_element(By.ID, "start").click()
+    wait_js(browser, "omnikube.session.state === 'listening'", 20)
+    # The server's VAD hears the 1.5 s of speech end, and the model answers with speech.
+    wait_js(browser, "omnikube.session.state === 'generating'", 20)
+    assert browser.execute_script("return omnikube.session.micOpen") is False  # no echo into the model
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 20)
+    wait_js(browser, "omnikube.session.turns === 1", 30)
+    assert "[simulated]" in browser.find_element(By.ID, "log").text
+    wait_js(browser, "omnikube.session.state === 'listening' && omnikube.session.micOpen", 30)
+    screenshot(browser, "half_duplex")
+    browser.find_element(By.ID, "stop").click()
+    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+
+
 def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when_the_first_leaves(
     service, browser_factory, speech_wav
 ):
