@@ -60,8 +60,8 @@ class PodWatcher:
     def path(self) -> str:
         return f"/api/v1/namespaces/{self.namespace}/pods"
 
-    def start(self) -> None:
-        self._client = self.auth.client()
+    def start(self, client: httpx.AsyncClient | None = None) -> None:
+        self._client = client or self.auth.client()
         self._task = asyncio.create_task(self._run(), name="pod-watch")
 
     async def stop(self) -> None:
