@@ -51,6 +51,7 @@ router = APIRouter()
 
 SUBPROTOCOL = "map.realtime"
 MODES = {"audio": TaskType.audio_duplex, "video": TaskType.omni_duplex}
+INBOX_FRAMES = 256
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,8 @@ class RealtimeSession:
         self.task_type = MODES[mode]
         self.limits = limits
         self.session_id = new_session_id()
-        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue()
+        # Bounded: a client that sends faster than the worker answers is slowed down by TCP, not buffered.
+        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(maxsize=INBOX_FRAMES)
         self.client_gone = asyncio.Event()
         self.assigned = False
         self.queued_once = False
@@ -149,7 +151,7 @@ class RealtimeSession:
             pass
         finally:
             self.client_gone.set()
-            self.inbox.put_nowait(None)
+            await self.inbox.put(None)
 
     async def _send(self, event: dict[str, Any]) -> None:
         if self.closed or self.client_gone.is_set():
