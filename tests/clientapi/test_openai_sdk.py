@@ -160,3 +160,14 @@ async def test_a_full_queue_is_a_429_with_retry_after_and_queued_requests_comple
 
 async def _is(value, expected) -> bool:
     return (await value) == expected
+
+
+async def test_a_client_that_gives_up_while_queued_leaves_the_queue(one_worker_gateway):
+    gateway, _ = one_worker_gateway
+    holder = await RealtimeClient(api_key=API_KEY, base_url=gateway.url).audio.connect(model=MODEL)
+    impatient = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=API_KEY, max_retries=0, timeout=1.0)
+    with pytest.raises(openai.APITimeoutError):
+        await impatient.chat.completions.create(model=MODEL, messages=HELLO)
+    await eventually(lambda: _is(queue_length(gateway), 0), what="the abandoned ticket to leave the queue")
+    await holder.close()
+

@@ -103,3 +103,17 @@ async def test_an_unknown_mode_is_refused_with_an_error(one_worker_gateway):
     gateway, _ = one_worker_gateway
     async with connect(url(gateway, "mode=screen")) as ws:
         assert (await receive(ws))["error"]["code"] == "invalid_mode"
+
+
+async def test_a_client_that_leaves_while_queued_gives_its_place_up(one_worker_gateway):
+    gateway, _ = one_worker_gateway
+    async with connect(url(gateway)) as holder:
+        await until_type(holder, "session.queue_done")
+        async with connect(url(gateway)) as waiting:
+            queued = await receive(waiting)
+            assert queued["type"] == "session.queued" and queued["position"] == 1 and queued["ticket_id"].startswith("q_")
+        await eventually(lambda: _queue_empty(gateway), what="the ticket to leave the queue")
+
+
+async def _queue_empty(gateway) -> bool:
+    return gateway.get("/api/queue", headers=AUTH).json()["queue_length"] == 0
