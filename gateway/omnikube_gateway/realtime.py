@@ -221,7 +221,7 @@ class RealtimeSession:
             await self._send({"type": "session.queue_done"})
             init = await self._await_init()
             worker = await self._connect_worker(lease)
-            await worker.send(json.dumps(prepare_frame(init)))
+            await _send_worker(worker, prepare_frame(init))
             prepared = await asyncio.wait_for(self._await_prepared(worker), self.limits.prepare_timeout_s)
             await self._send({"type": "session.created", "session_id": self.session_id, "prompt_length": prepared.get("prompt_length", 0)})
             ending = await self._relay(worker)
@@ -238,6 +238,13 @@ class RealtimeSession:
         except asyncio.TimeoutError:
             ending = Ending("error", "worker_failed", ("worker_lost", "the worker did not prepare the session in time"), 1011,
                             worker_failed="prepare timed out")
+        except asyncio.CancelledError:
+            if worker is not None:
+                await asyncio.shield(worker.close())  # gateway shutting down: the worker cleans up on close
+            raise
+        except Exception as exc:  # a bug of ours: still end cleanly and free the worker
+            log.exception("%s: realtime session failed", self.session_id)
+            ending = Ending("error", "worker_error", ("internal_error", f"{exc.__class__.__name__}: {exc}"), 1011)
         await self._end(ending, worker)
         return ending
 
@@ -307,13 +314,10 @@ class RealtimeSession:
                 return Ending(frame.reason, "ok")
             if isinstance(frame, InputChunk):
                 force = frame.force_listen or self._turn_cap_reached()
-                try:
-                    await worker.send(json.dumps(audio_chunk_frame(frame, force_listen=force)))
-                    if not self.outstanding:
-                        self.progress_at = time.monotonic()
-                    self.outstanding += 1
-                except websockets.ConnectionClosed as exc:
-                    raise _WorkerLost(f"worker connection closed ({exc.code})") from None
+                await _send_worker(worker, audio_chunk_frame(frame, force_listen=force))
+                if not self.outstanding:
+                    self.progress_at = time.monotonic()
+                self.outstanding += 1
             elif isinstance(frame, SessionInit):
                 log.info("%s: ignoring a repeated init frame", self.session_id)
             else:
@@ -380,6 +384,13 @@ class _ClientClosedEarly(BadFrame):
     def __init__(self, reason: str) -> None:
         super().__init__("session_closed", "the client closed the session before it started")
         self.reason = reason
+
+
+async def _send_worker(worker: ClientConnection, frame: dict[str, Any]) -> None:
+    try:
+        await worker.send(json.dumps(frame))
+    except websockets.ConnectionClosed as exc:
+        raise _WorkerLost(f"worker connection closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})") from None
 
 
 async def _recv_worker(worker: ClientConnection) -> dict[str, Any]:
