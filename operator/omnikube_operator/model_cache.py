@@ -15,6 +15,7 @@ from omnikube import labels
 from omnikube.spec import MODEL_MOUNT_PATH, DownloadHub, ModelCacheSource
 
 from .context import COMPONENT_MODEL_CACHE, Owner, short_hash
+from .storage import build_claim
 
 MODEL_VOLUME = "model"
 COMPLETE_MARKER = ".omnikube-complete"
@@ -46,18 +47,8 @@ def build_cache_claim(owner: Owner) -> dict[str, Any] | None:
     if owner.model_source != ModelCacheSource.download.value:
         return None
     download = owner.spec.model_cache.download
-    spec: dict[str, Any] = {
-        "accessModes": [download.access_mode],
-        "resources": {"requests": {"storage": download.size}},
-    }
-    if download.storage_class_name:
-        spec["storageClassName"] = download.storage_class_name
-    return owner.adopt({
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": owner.metadata(owner.model_claim, COMPONENT_MODEL_CACHE),
-        "spec": spec,
-    })
+    return build_claim(owner, owner.model_claim, COMPONENT_MODEL_CACHE, download.size, download.access_mode,
+                       download.storage_class_name)
 
 
 def build_download_job(owner: Owner) -> dict[str, Any] | None:

@@ -9,23 +9,26 @@ from .context import COMPONENT_DATA, Owner
 DATA_VOLUME = "data"
 
 
+def build_claim(owner: Owner, name: str, component: str, size: str, access_mode: str,
+                storage_class: str | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return owner.adopt({
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": owner.metadata(name, component),
+        "spec": spec,
+    })
+
+
 def build_data_claim(owner: Owner) -> dict[str, Any] | None:
     """The data PVC, or None when the spec uses an existing claim or no persistent storage."""
     storage = owner.spec.storage
     if not storage.enabled or storage.existing_claim:
         return None
-    spec: dict[str, Any] = {
-        "accessModes": [storage.access_mode],
-        "resources": {"requests": {"storage": storage.size}},
-    }
-    if storage.storage_class_name:
-        spec["storageClassName"] = storage.storage_class_name
-    return owner.adopt({
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": owner.metadata(owner.data_claim, COMPONENT_DATA),
-        "spec": spec,
-    })
+    return build_claim(owner, owner.data_claim, COMPONENT_DATA, storage.size, storage.access_mode,
+                       storage.storage_class_name)
 
 
 def data_volume(owner: Owner) -> dict[str, Any]:
