@@ -76,6 +76,13 @@ def set_ready(api, namespace: str, name: str, ready: bool) -> None:
     api.patch_namespaced_pod_status(name, namespace, status)
 
 
+def ready_pod(api, namespace: str, worker, gateway, **options) -> str:
+    name = make_pod(api, namespace, worker, **options)
+    set_ready(api, namespace, name, True)
+    wait_until(lambda: routable(gateway, name), 30, f"{name} to be routable")
+    return name
+
+
 def workers(gateway) -> dict[str, dict]:
     return {w["worker_id"]: w for w in gateway.get("/workers").json()["workers"]}
 
@@ -109,10 +116,8 @@ def test_a_pod_becomes_routable_only_once_ready_with_an_ip(stack):
 
 def test_a_pod_that_turns_not_ready_stops_getting_work(stack):
     api, namespace, worker, gateway = stack
-    name = make_pod(api, namespace, worker)
+    name = ready_pod(api, namespace, worker, gateway)
     try:
-        set_ready(api, namespace, name, True)
-        wait_until(lambda: routable(gateway, name), 10, "routable")
         set_ready(api, namespace, name, False)
         wait_until(lambda: not workers(gateway)[name]["ready"], 10, "not ready seen")
         assert chat_status(gateway) == 503  # queued, then timed out: no work went to it
@@ -122,19 +127,15 @@ def test_a_pod_that_turns_not_ready_stops_getting_work(stack):
 
 def test_a_deleted_pod_leaves_the_registry(stack):
     api, namespace, worker, gateway = stack
-    name = make_pod(api, namespace, worker)
-    set_ready(api, namespace, name, True)
-    wait_until(lambda: routable(gateway, name), 10, "routable")
+    name = ready_pod(api, namespace, worker, gateway)
     remove(api, namespace, gateway, name)
     assert chat_status(gateway) == 503
 
 
 def test_a_relabelled_pod_is_dropped_and_a_relabelled_back_one_returns(stack):
     api, namespace, worker, gateway = stack
-    name = make_pod(api, namespace, worker)
+    name = ready_pod(api, namespace, worker, gateway)
     try:
-        set_ready(api, namespace, name, True)
-        wait_until(lambda: routable(gateway, name), 10, "routable")
         api.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {labels.COMPONENT: "something-else"}}})
         wait_until(lambda: name not in workers(gateway), 10, "the relabelled pod to leave")
         api.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {labels.COMPONENT: labels.COMPONENT_WORKER}}})
@@ -145,10 +146,8 @@ def test_a_relabelled_pod_is_dropped_and_a_relabelled_back_one_returns(stack):
 
 def test_a_drained_worker_finishes_its_session_but_takes_no_new_one(stack):
     api, namespace, worker, gateway = stack
-    name = make_pod(api, namespace, worker)
+    name = ready_pod(api, namespace, worker, gateway)
     try:
-        set_ready(api, namespace, name, True)
-        wait_until(lambda: routable(gateway, name), 10, "routable")
         with connect(f"{gateway.ws_url}/ws/duplex/omni_drain") as ws:
             assert json.loads(ws.recv(timeout=10)) == {"type": "queue_done"}
             api.patch_namespaced_pod(name, namespace, {"metadata": {"annotations": {labels.DRAIN: "true"}}})
@@ -164,14 +163,10 @@ def test_a_drained_worker_finishes_its_session_but_takes_no_new_one(stack):
 
 def test_discovery_survives_an_api_server_restart(stack, k8s_cluster):
     api, namespace, worker, gateway = stack
-    first = make_pod(api, namespace, worker)
-    set_ready(api, namespace, first, True)
-    wait_until(lambda: routable(gateway, first), 10, "routable")
+    first = ready_pod(api, namespace, worker, gateway)
     k8s_cluster.restart_apiserver()
     assert routable(gateway, first)  # last known workers kept through the outage
     assert chat_status(gateway) == 200
-    second = make_pod(api, namespace, worker, index=1)
-    set_ready(api, namespace, second, True)
-    wait_until(lambda: routable(gateway, second), 30, "a pod created after the restart to be seen")
+    second = ready_pod(api, namespace, worker, gateway, index=1)  # seen: the watch came back
     remove(api, namespace, gateway, first)
     remove(api, namespace, gateway, second)

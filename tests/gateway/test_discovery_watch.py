@@ -14,6 +14,7 @@ from omnikube_gateway import discovery
 from omnikube_gateway.discovery import PodWatcher
 from omnikube_gateway.kube import KubeAuth
 from omnikube_gateway.registry import WorkerRegistry
+from tests.fixtures.gateway import until
 
 
 def pod(name: str, *, ready: bool = True, ip: str | None = "10.0.0.5", index: int = 0, drain: bool = False,
@@ -55,15 +56,6 @@ class ScriptedApi:
             for event in script:
                 yield (json.dumps(event) + "\n").encode()
         return httpx.Response(200, content=stream())
-
-
-async def until(predicate, what: str, deadline: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 async def run(api: ScriptedApi) -> tuple[PodWatcher, WorkerRegistry]:

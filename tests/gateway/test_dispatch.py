@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from omnikube.protocol import TaskType
+from tests.fixtures.gateway import until
 from omnikube_gateway.dispatch import Dispatcher, QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
 from omnikube_gateway.eta import ResidualEstimator
 from omnikube_gateway.registry import WorkerRegistry
@@ -33,15 +34,6 @@ def make(workers: int = 1, *, max_queue_size: int = 10, timeout: float = 30.0, c
     return dispatcher, registry, clock
 
 
-async def until(predicate, what: str, deadline: float = 2.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not predicate():
-        if loop.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.001)
-
-
 async def hold(dispatcher, task_type=TaskType.chat, release: asyncio.Event | None = None, updates=None, session_id=None, got=None):
     async def on_update(update: QueueUpdate) -> None:
         if updates is not None:
@@ -55,6 +47,14 @@ async def hold(dispatcher, task_type=TaskType.chat, release: asyncio.Event | Non
         return lease
 
 
+async def occupy(dispatcher, registry, task_type=TaskType.chat) -> tuple[asyncio.Event, asyncio.Task]:
+    """Hold worker_0 until the returned event is set."""
+    gate = asyncio.Event()
+    task = asyncio.create_task(hold(dispatcher, task_type, release=gate))
+    await until(lambda: not registry.get("worker_0").available, "worker_0 leased")
+    return gate, task
+
+
 async def test_an_idle_worker_is_leased_at_once_and_released_after_the_block():
     dispatcher, registry, _ = make(1)
     async with dispatcher.lease(TaskType.chat) as lease:
@@ -66,9 +66,7 @@ async def test_an_idle_worker_is_leased_at_once_and_released_after_the_block():
 
 async def test_waiting_tickets_are_served_in_arrival_order():
     dispatcher, registry, _ = make(1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     served: list[str] = []
 
     async def waiter(name: str) -> None:
@@ -86,9 +84,7 @@ async def test_waiting_tickets_are_served_in_arrival_order():
 
 async def test_a_queued_client_is_told_its_position_on_entry_and_whenever_it_moves():
     dispatcher, registry, _ = make(1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     second_gate = asyncio.Event()
     second = asyncio.create_task(hold(dispatcher, release=second_gate))
     await until(lambda: len(dispatcher.queue) == 1, "second queued")
@@ -106,9 +102,7 @@ async def test_a_queued_client_is_told_its_position_on_entry_and_whenever_it_mov
 
 async def test_eta_of_a_queued_ticket_counts_the_running_session_s_elapsed_time():
     dispatcher, registry, clock = make(1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, TaskType.omni_duplex, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry, TaskType.omni_duplex)
     clock.now += 30.0  # the running omni session (baseline 90 s) is 30 s old
     updates: list[QueueUpdate] = []
     waiter = asyncio.create_task(hold(dispatcher, TaskType.chat, updates=updates))
@@ -120,9 +114,7 @@ async def test_eta_of_a_queued_ticket_counts_the_running_session_s_elapsed_time(
 
 async def test_a_full_queue_refuses_with_a_retry_after():
     dispatcher, registry, _ = make(1, max_queue_size=1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     second = asyncio.create_task(hold(dispatcher))
     await until(lambda: len(dispatcher.queue) == 1, "second queued")
     with pytest.raises(QueueFull) as info:
@@ -135,9 +127,7 @@ async def test_a_full_queue_refuses_with_a_retry_after():
 
 async def test_a_client_that_leaves_while_queued_frees_its_place_at_once():
     dispatcher, registry, _ = make(1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     leaver = asyncio.create_task(hold(dispatcher))
     await until(lambda: len(dispatcher.queue) == 1, "queued")
     leaver.cancel()
@@ -172,9 +162,7 @@ async def test_an_exception_inside_the_lease_still_releases_the_worker():
 async def test_a_ticket_that_waits_longer_than_the_timeout_gets_queue_timeout():
     dispatcher, registry, _ = make(1, timeout=0.05, clock=None)
     dispatcher._clock = __import__("time").monotonic
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     with pytest.raises(QueueTimeout):
         async with dispatcher.lease(TaskType.chat):
             pass
@@ -185,9 +173,7 @@ async def test_a_ticket_that_waits_longer_than_the_timeout_gets_queue_timeout():
 
 async def test_an_admin_cancel_ends_the_wait_with_queue_cancelled():
     dispatcher, registry, _ = make(1)
-    gate = asyncio.Event()
-    first = asyncio.create_task(hold(dispatcher, release=gate))
-    await until(lambda: not registry.get("worker_0").available, "first lease")
+    gate, first = await occupy(dispatcher, registry)
     updates: list[QueueUpdate] = []
     waiter = asyncio.create_task(hold(dispatcher, updates=updates))
     await until(lambda: updates, "queued")
