@@ -156,6 +156,9 @@ class CompletionJob:
             self._fail(unavailable(f"The request took longer than {self.timeout_s:g} s.", code="timeout"))
         except OpenAIError as exc:
             self._fail(exc)
+        except Exception as exc:  # a bug of ours: answer rather than leave the client waiting
+            log.exception("chat completion failed")
+            self._fail(OpenAIError(500, f"Internal error: {exc.__class__.__name__}", type="server_error", code="internal_error"))
 
     def _fail(self, error: OpenAIError) -> None:
         self.events.put_nowait(Event("error", error=error))
@@ -170,7 +173,7 @@ class CompletionJob:
             await worker.send(json.dumps(self.frame))
             async for message in worker:
                 frame = json.loads(message)
-                kind = frame.get("type")
+                kind = frame.get("type") if isinstance(frame, dict) else None
                 if kind == "prefill_done":
                     input_tokens = int(frame.get("input_tokens") or 0)
                 elif kind == "chunk":
