@@ -24,11 +24,13 @@ def send_chunk(ws, samples, **fields) -> dict:
     return ws.receive_json()
 
 
-def test_prepare_answers_prepared_with_the_prompt_length_and_session_id(client):
+def test_prepare_answers_prepared_with_the_prompt_length(client):
     with client.websocket_connect("/ws/duplex?session_id=adx_abc") as ws:
         prepared = prepare(ws, system_prompt="Be brief.")
+        health = client.get("/health").json()
     assert prepared["type"] == "prepared" and isinstance(prepared["prompt_length"], int)
-    assert re.fullmatch(r"\d{8}_\d{6}_adx_abc", prepared["recording_session_id"])
+    assert "recording_session_id" not in prepared  # recording is off for this worker
+    assert re.fullmatch(r"\d{8}_\d{6}_adx_abc", health["current_session_id"])
     assert prepared["simulated"] is True
 
 
@@ -250,7 +252,8 @@ def test_a_newcomer_waits_for_the_previous_sessions_cleanup_instead_of_being_ref
 
 def test_session_ids_are_sanitised(client):
     with client.websocket_connect("/ws/duplex?session_id=../../etc") as ws:
-        assert prepare(ws)["recording_session_id"].endswith("_______etc")
+        prepare(ws)
+        assert client.get("/health").json()["current_session_id"].endswith("_______etc")
 
 
 def test_a_model_failure_is_reported_and_the_session_continues(client):

@@ -20,15 +20,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
+from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
                                WorkerStatus, WsChatRequest)
 
 from . import metrics
-from .backend import GenerateOptions, Piece
+from .backend import Audio, GenerateOptions, Piece, Turn
 from .content import turns_from_lenient, turns_from_messages
 from .context import WorkerContext, get_context
 from .generation import stream_reply
 from .media import MAX_AUDIO_S, MediaError, decode_pcm16k, encode_pcm, encode_wav
+from .recording import Recorder, chat_recording_id, last_user_text, numbered, raw_items
 from .state import Busy, NotReady
 from .wsio import BadFrame, Disconnected, close, parse, receive_json, send_error, send_json
 
@@ -71,6 +72,17 @@ async def _answer(ctx: WorkerContext, chat_request: ChatRequest, fault: str | No
         metrics.BAD_INPUT.labels("chat").inc()
         metrics.SESSIONS.labels("chat", "error").inc()
         return _failure(ctx, 400, str(exc))
+    recorder = await ctx.recorder(chat_recording_id(), "chat", {
+        "system_prompt": _system_prompt(turns), "ref_audio": ctx.settings.ref_audio_path})
+    try:
+        return await _infer(ctx, chat_request, turns, options, started, recorder)
+    finally:
+        if recorder is not None:
+            await recorder.finalize()
+
+
+async def _infer(ctx: WorkerContext, chat_request: ChatRequest, turns: list[Turn], options: GenerateOptions,
+                 started: float, recorder: Recorder | None) -> JSONResponse:
     try:
         result = await ctx.backend.chat(turns, options)
     except Exception as exc:  # a model failure: report it, keep serving
@@ -93,6 +105,10 @@ async def _answer(ctx: WorkerContext, chat_request: ChatRequest, fault: str | No
         token_stats=TokenStats(input_tokens=result.input_tokens, generated_tokens=result.generated_tokens,
                                total_tokens=result.input_tokens + result.generated_tokens),
     )
+    if recorder is not None:
+        recorder.record_turn(0, 0.0, {"text": last_user_text(turns)}, result.text, result.audio,
+                             {"elapsed_ms": round(duration_ms, 1), "tokens": result.generated_tokens})
+        response.recording_session_id = recorder.session_id
     return JSONResponse(response.model_dump())
 
 
@@ -191,6 +207,7 @@ async def ws_chat(ws: WebSocket) -> None:
 async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatRequest, fault: object) -> str:
     started = time.monotonic()
     stop = threading.Event()
+    recorder: Recorder | None = None
     # The client aborts by closing the socket; notice it even while nothing is being sent.
     watcher = asyncio.create_task(_watch_disconnect(ws, stop))
     try:
@@ -203,6 +220,9 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             metrics.BAD_INPUT.labels("chat_ws").inc()
             await send_error(ws, str(exc))
             return "error"
+        recorder = await ctx.recorder(chat_recording_id(), "chat", {
+            "system_prompt": _system_prompt(turns), "ref_audio": ctx.settings.ref_audio_path,
+            "streaming": request.streaming})
         options = GenerateOptions(
             max_new_tokens=request.generation.max_new_tokens, length_penalty=request.generation.length_penalty,
             generate_audio=request.tts.enabled, voice=voice, max_slice_nums=request.image.max_slice_nums,
@@ -239,6 +259,11 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
         if not request.streaming:
             audio = reply.joined_audio()
             done["audio_data"] = encode_pcm(audio) if audio is not None else None
+        if recorder is not None:
+            recorder.record_turn(0, 0.0, _ws_input(recorder, turns, request.messages), reply.text, reply.joined_audio(),
+                                 {"elapsed_ms": round(reply.elapsed_ms, 1), "tokens": reply.tokens,
+                                  "input_tokens": input_tokens})
+            done["recording_session_id"] = recorder.session_id
         try:
             await send_json(ws, done)
         except Disconnected:
@@ -246,6 +271,8 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
         return "completed"
     finally:
         watcher.cancel()
+        if recorder is not None:
+            await recorder.finalize()
 
 
 async def _watch_disconnect(ws: WebSocket, stop: threading.Event) -> None:
@@ -266,3 +293,22 @@ async def _send_final_error(ws: WebSocket, message: str) -> None:
     except Disconnected:
         pass
     await close(ws)
+
+
+def _system_prompt(turns: list[Turn]) -> str | None:
+    system = next((t for t in turns if t.role == "system"), None)
+    return None if system is None else " ".join(p for p in system.parts if isinstance(p, str))
+
+
+def _ws_input(recorder: Recorder, turns: list[Turn], messages: list[dict]) -> dict[str, object]:
+    """The recorded input of a /ws/chat turn: the last user text, its audio, images and videos."""
+    summary: dict[str, object] = {"text": last_user_text(turns)}
+    user = next((t for t in reversed(turns) if t.role == "user"), None)
+    audio = [p.samples for p in (user.parts if user else []) if isinstance(p, Audio)]
+    for index, samples in enumerate(audio):
+        summary["audio"] = recorder.save_wav(f"user_audio/{numbered(index)}.wav", samples, INPUT_SAMPLE_RATE)
+    for kind, folder, name, extension in (("image", "user_images", "img", "jpg"), ("video", "user_videos", "vid", "mp4")):
+        raws = raw_items(messages, kind)
+        if raws:
+            summary[f"{kind}s"] = [recorder.save_raw(f"{folder}/{name}_{k}.{extension}", raw) for k, raw in enumerate(raws)]
+    return summary

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +15,7 @@ from omnikube.protocol import CLOSE_TRY_AGAIN_LATER, WorkerStatus
 from . import metrics
 
 from .backend import Backend
+from .recording import Recorder, maybe_start
 from .settings import WorkerSettings
 from .state import Busy, Lease, NotReady, WorkerState
 
@@ -26,6 +28,11 @@ class WorkerContext:
     # Stop flags of open half-duplex / legacy streaming sessions, for POST /half_duplex/stop etc.
     half_duplex_stops: set[threading.Event] = field(default_factory=set)
     streaming_stops: set[threading.Event] = field(default_factory=set)
+
+    async def recorder(self, session_id: str, app_type: str, config: dict[str, Any]) -> Recorder | None:
+        """A recorder for this session when recording is on (spec data.md §1), else None."""
+        return await maybe_start(self.settings.recording, Path(self.settings.data_dir), session_id, app_type,
+                                 self.settings.gpu_id, config)
 
     def info(self) -> dict[str, Any]:
         """Fields added to session-level answers so nobody mistakes a simulation for the model."""

@@ -21,7 +21,9 @@ from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, OUTPUT_SAMPLE_RATE, PAUSE_TI
 from . import metrics
 from .backend import DuplexInput, DuplexOutput, DuplexSetup
 from .context import WorkerContext, admit_websocket, get_context
-from .media import MAX_DUPLEX_CHUNK_S, MAX_FRAMES_PER_CHUNK, MediaError, decode_image, decode_pcm16k, encode_pcm
+from .media import (MAX_DUPLEX_CHUNK_S, MAX_FRAMES_PER_CHUNK, MediaError, b64decode, decode_image, decode_pcm16k,
+                    encode_pcm)
+from .recording import Recorder
 from .state import Lease
 from .wsio import BadFrame, Disconnected, close, parse, receive_json, send_error, send_json
 
@@ -43,7 +45,7 @@ async def ws_duplex(ws: WebSocket, session_id: str | None = None) -> None:
     lease = await admit_websocket(ws, ctx, WorkerStatus.duplex_active, current, session_type)
     if lease is None:
         return
-    session = DuplexSession(ctx, ws, lease, session_type)
+    session = DuplexSession(ctx, ws, lease, session_type, sid or "")
     outcome = "error"
     try:
         await ws.accept()
@@ -55,8 +57,11 @@ async def ws_duplex(ws: WebSocket, session_id: str | None = None) -> None:
 
 
 class DuplexSession:
-    def __init__(self, ctx: WorkerContext, ws: WebSocket, lease: Lease, session_type: str) -> None:
+    def __init__(self, ctx: WorkerContext, ws: WebSocket, lease: Lease, session_type: str, client_id: str) -> None:
         self.ctx = ctx
+        self.client_id = client_id
+        self.recorder: Recorder | None = None
+        self.turns_done = 0
         self.ws = ws
         self.lease = lease
         self.type = session_type
@@ -140,8 +145,19 @@ class DuplexSession:
         self.max_slice_nums = max_slices
         self.speaking = False
         self.steps = 0
-        await send_json(self.ws, {"type": "prepared", "prompt_length": prompt_length,
-                                  "recording_session_id": self.lease.session_id, **self.ctx.info()})
+        await self._finish_recording()  # a second prepare starts a new recording
+        self.turns_done = 0
+        # The worker's own rule for recordings (the gateway's is the `adx_` prefix): omni* is omni.
+        app_type = "omni_duplex" if self.client_id.startswith("omni") else "audio_duplex"
+        config = {"system_prompt": prepare.system_prompt,
+                  "ref_audio": prepare.ref_audio_path or self.ctx.settings.ref_audio_path,
+                  "deferred_finalize": prepare.deferred_finalize, "max_slice_nums": max_slices,
+                  **(prepare.config.model_dump() if prepare.config else {})}
+        self.recorder = await self.ctx.recorder(self.lease.session_id or "", app_type, config)
+        prepared = {"type": "prepared", "prompt_length": prompt_length}
+        if self.recorder is not None:
+            prepared["recording_session_id"] = self.recorder.session_id
+        await send_json(self.ws, {**prepared, **self.ctx.info()})
 
     async def _audio_chunk(self, message: dict) -> None:
         received = time.monotonic()
@@ -169,7 +185,9 @@ class DuplexSession:
         except Exception as exc:
             await self._error(f"{exc.__class__.__name__}: {exc}")
             return
-        await send_json(self.ws, self._result(output, received))
+        result = self._result(output, received)
+        await send_json(self.ws, result)
+        self._record(result, output, audio, frames_b64[0] if frames_b64 else None, received)
         if self.deferred_finalize:
             self.finalizing = asyncio.create_task(self.ctx.backend.duplex_finalize())
 
@@ -200,6 +218,27 @@ class DuplexSession:
             **costs,
         )
         return result.model_dump()
+
+    def _record(self, result: dict, output: DuplexOutput, audio, frame_b64: str | None, received: float) -> None:
+        if self.recorder is None:
+            return
+        timing = {key[len("cost_"):]: result[key]
+                  for key in ("cost_llm_ms", "cost_tts_prep_ms", "cost_tts_ms", "cost_token2wav_ms", "cost_all_ms")
+                  if result.get(key) is not None}
+        timing.update({key: result[key] for key in ("wall_clock_ms", "n_tokens", "n_tts_tokens", "kv_cache_length",
+                                                    "vision_slices", "vision_tokens") if result.get(key) is not None})
+        self.recorder.record_chunk(
+            receive_ts_ms=round((received - self.recorder.started) * 1000.0, 1), user_audio=audio,
+            frame=b64decode(frame_b64, "frame") if frame_b64 else None, turn=self.turns_done,
+            is_listen=output.is_listen, text=output.text, ai_audio=output.audio, end_of_turn=output.end_of_turn,
+            timing=timing)
+        if output.end_of_turn:
+            self.turns_done += 1
+
+    async def _finish_recording(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            await recorder.finalize()
 
     async def _pause(self, pause: DuplexPause) -> None:
         self.pause_timeout = pause.timeout or self.ctx.settings.pause_timeout
@@ -233,4 +272,5 @@ class DuplexSession:
     async def cleanup(self) -> None:
         """On every exit: finish pending work and free the duplex caches."""
         await self._await_finalize()
+        await self._finish_recording()
         await self.ctx.backend.duplex_close()

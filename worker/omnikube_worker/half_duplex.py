@@ -27,6 +27,7 @@ from .context import WorkerContext, admit_websocket, get_context, signal_stop
 from .duplex import sanitize_session_id
 from .generation import chunk_frame, final_chunk_frame, stream_reply
 from .media import MAX_DUPLEX_CHUNK_S, MediaError, decode_pcm16k
+from .recording import Recorder, numbered
 from .vad import EnergyVad
 from .wsio import BadFrame, Disconnected, FrameReader, close, parse, send_error, send_json
 
@@ -58,6 +59,7 @@ async def ws_half_duplex(ws: WebSocket, session_id: str | None = None) -> None:
     finally:
         ctx.half_duplex_stops.discard(session.turn_stop)
         session.reader.cancel()
+        await session.finish_recording()
         metrics.SESSIONS.labels(TYPE, outcome).inc()
         await lease.release()
         await close(ws)
@@ -77,6 +79,7 @@ class HalfDuplexSession:
         self.deadline: float | None = None
         self.started = time.monotonic()
         self.turns = 0
+        self.recorder: Recorder | None = None
 
     def _on_stop_frame(self) -> None:
         self.ended = True
@@ -136,8 +139,16 @@ class HalfDuplexSession:
         self.vad = EnergyVad(prepare.config.vad)
         self.started = time.monotonic()
         self.deadline = self.started + prepare.config.session.timeout_s
-        await send_json(self.ws, {"type": "prepared", "session_id": self.session_id,
-                                  "timeout_s": prepare.config.session.timeout_s, **self.ctx.info()})
+        await self.finish_recording()  # a second prepare starts a new recording
+        config = prepare.config
+        self.recorder = await self.ctx.recorder(self.session_id, "half_duplex_audio", {
+            "system_content_count": len(prepare.system_content), "vad": config.vad.model_dump(),
+            "generation": config.generation.model_dump(), "tts_enabled": config.tts.enabled,
+            "timeout_s": config.session.timeout_s})
+        prepared = {"type": "prepared", "session_id": self.session_id, "timeout_s": config.session.timeout_s}
+        if self.recorder is not None:
+            prepared["recording_session_id"] = self.session_id
+        await send_json(self.ws, {**prepared, **self.ctx.info()})
 
     def _options(self, fault: object = None) -> GenerateOptions:
         config = self.prepare.config if self.prepare else None
@@ -185,8 +196,20 @@ class HalfDuplexSession:
             return
         if not reply.stopped:
             await send_json(self.ws, final_chunk_frame(sent, reply))
+        if self.recorder is not None:
+            speech_ms = int(segment.size * 1000 / INPUT_SAMPLE_RATE)
+            user_audio = self.recorder.save_wav(f"user_audio/{numbered(self.turns)}.wav", segment, INPUT_SAMPLE_RATE)
+            self.recorder.record_turn(
+                self.turns, round((ended_at - self.started) * 1000.0, 1),
+                {"type": "voice", "duration_ms": speech_ms, "audio": user_audio}, reply.text, reply.joined_audio(),
+                {"elapsed_ms": round(reply.elapsed_ms, 1), "speech_input_ms": speech_ms})
         self.turns += 1
         await send_json(self.ws, {"type": "turn_done", "turn_index": self.turns, "text": reply.text, **self.ctx.info()})
+
+    async def finish_recording(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            await recorder.finalize()
 
     async def _bad(self, message: str) -> None:
         metrics.BAD_INPUT.labels(TYPE).inc()

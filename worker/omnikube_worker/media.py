@@ -83,11 +83,13 @@ def encode_pcm(samples: np.ndarray) -> str:
 
 
 def encode_wav(samples: np.ndarray, sample_rate: int = OUTPUT_SAMPLE_RATE) -> bytes:
-    """float32 array -> mono 16-bit PCM WAV file bytes (the `POST /chat` output format)."""
+    """float32 array (samples, or samples x channels) -> 16-bit PCM WAV file bytes.
+
+    Mono 24 kHz is the `POST /chat` output format; recordings also write 16 kHz and stereo."""
     pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
+        wav.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
         wav.setsampwidth(2)
         wav.setframerate(sample_rate)
         wav.writeframes(pcm.tobytes())

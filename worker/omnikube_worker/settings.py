@@ -70,6 +70,8 @@ class WorkerSettings:
     compile: bool = False
     pause_timeout: float = 60.0
     busy_grace_s: float = 5.0               # how long a new session waits for a previous one's cleanup
+    recording: bool = False                 # write session recordings (config recording.enabled)
+    data_dir: str = "data"                  # recordings go to <data_dir>/sessions/<id>/
     sim: SimOptions = field(default_factory=SimOptions)
 
     @classmethod
@@ -87,6 +89,8 @@ class WorkerSettings:
             chat_vocoder=_value(config.audio.chat_vocoder),
             compile=config.service.compile,
             pause_timeout=config.duplex.pause_timeout,
+            recording=config.recording.enabled,
+            data_dir=config.service.data_dir,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

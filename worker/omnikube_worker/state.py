@@ -9,12 +9,15 @@ already ended and is freeing its caches, which is the case the original's 5 s wa
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Awaitable, Callable
 
 from omnikube.protocol import WorkerStatus
 
 from . import metrics
+
+log = logging.getLogger("omnikube.worker")
 
 
 class NotReady(Exception):
@@ -43,13 +46,25 @@ class Lease:
             self._state._set_status(status)
 
     async def release(self, cleanup: Callable[[], Awaitable[None]] | None = None) -> None:
-        if self.released:
+        """Run `cleanup`, then free the worker. The cleanup is shielded: if the handler is cancelled
+        meanwhile, the worker stays busy until the cleanup really ends (the model's caches are free)."""
+        if self.released or self.cleaning:
             return
         self.cleaning = True
-        try:
-            if cleanup is not None:
-                await cleanup()
-        finally:
+        if cleanup is None:
+            self._done()
+            return
+        task = asyncio.ensure_future(cleanup())
+        task.add_done_callback(self._cleanup_done)
+        await asyncio.shield(task)
+
+    def _cleanup_done(self, task: "asyncio.Future[None]") -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session cleanup failed", exc_info=task.exception())
+        self._done()
+
+    def _done(self) -> None:
+        if not self.released:
             self.released = True
             self._state._free(self)
 
