@@ -116,22 +116,23 @@ def test_undecodable_media_gets_400_with_the_reason_and_the_worker_stays_usable(
     assert client.post("/chat", json=HELLO).json()["success"] is True
 
 
-def test_a_wav_file_at_the_wrong_sample_rate_is_refused_with_the_rate(client):
+def wav_item(rate: int, seconds: float) -> dict:
+    """An audio item holding a 16-bit mono WAV file instead of raw float32."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(44100)
-        wav.writeframes(b"\x00\x00" * 4410)
-    item = {"type": "audio", "data": base64.b64encode(buffer.getvalue()).decode()}
+        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(rate)
+        wav.writeframes(b"\x00\x10" * int(rate * seconds))
+    return {"type": "audio", "data": base64.b64encode(buffer.getvalue()).decode()}
+
+
+def test_a_wav_file_at_the_wrong_sample_rate_is_refused_with_the_rate(client):
+    item = wav_item(44100, 0.1)
     response = client.post("/chat", json={"messages": [{"role": "user", "content": [item]}]})
     assert response.status_code == 400 and "44100 Hz" in response.json()["error"]
 
 
 def test_a_16khz_wav_file_is_converted_instead_of_refused(client):
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1), wav.setsampwidth(2), wav.setframerate(16000)
-        wav.writeframes(b"\x00\x10" * 16000)
-    item = {"type": "audio", "data": base64.b64encode(buffer.getvalue()).decode()}
+    item = wav_item(16000, 1.0)
     body = client.post("/chat", json={"messages": [{"role": "user", "content": [item]}]}).json()
     assert body["success"] is True and "1.0 seconds of audio" in body["text"]
 

@@ -18,6 +18,17 @@ def say(ws, seconds: float = 1.0) -> None:
         ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(audio[start:start + 8000])})
 
 
+SLOW = SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1)  # a reply long enough to interrupt
+
+
+def prepared_mid_reply(ws) -> None:
+    """Prepare, speak one utterance, and return once the reply has started streaming."""
+    ws.send_json({"type": "prepare"})
+    ws.receive_json()
+    say(ws)
+    until(ws, "chunk")
+
+
 def until(ws, kind: str) -> list[dict]:
     frames = []
     while not frames or frames[-1]["type"] != kind:
@@ -111,12 +122,9 @@ def test_stop_closes_without_a_reply_and_frees_the_worker(client):
 
 
 def test_stop_frame_mid_turn_stops_the_reply(worker_client):
-    client = worker_client(sim=SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1))
+    client = worker_client(sim=SLOW)
     with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
-        ws.send_json({"type": "prepare"})
-        ws.receive_json()
-        say(ws)
-        until(ws, "chunk")
+        prepared_mid_reply(ws)
         ws.send_json({"type": "stop"})
         frames = until(ws, "turn_done")
         with pytest.raises(WebSocketDisconnect):
@@ -126,13 +134,10 @@ def test_stop_frame_mid_turn_stops_the_reply(worker_client):
 
 
 def test_http_stop_ends_the_reply_in_flight_but_turn_done_still_comes(worker_client):
-    client = worker_client(sim=SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1))
+    client = worker_client(sim=SLOW)
     assert client.post("/half_duplex/stop").json() == {"success": False, "message": "No active half-duplex session"}
     with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
-        ws.send_json({"type": "prepare"})
-        ws.receive_json()
-        say(ws)
-        until(ws, "chunk")
+        prepared_mid_reply(ws)
         assert client.post("/half_duplex/stop").json() == {"success": True, "message": "Stop signal sent to 1 session(s)"}
         frames = until(ws, "turn_done")
         assert not any(f.get("is_final") for f in frames)
@@ -182,12 +187,9 @@ def test_a_second_half_duplex_session_is_refused_with_1013(client):
 
 
 def test_a_client_that_vanishes_mid_turn_frees_the_worker(worker_client):
-    client = worker_client(sim=SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1))
+    client = worker_client(sim=SLOW)
     with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
-        ws.send_json({"type": "prepare"})
-        ws.receive_json()
-        say(ws)
-        until(ws, "chunk")
+        prepared_mid_reply(ws)
     wait_for(lambda: status_of(client) == "idle", "idle after the client left")
 
 

@@ -50,13 +50,18 @@ def test_multi_turn_reuses_the_cache_across_prefills(client):
     assert second["cached_tokens"] == assistant["input_tokens"] < second["input_tokens"]
 
 
+def generating(ws) -> None:
+    """Prefill one turn and return once `generate` has streamed its first chunk."""
+    ws.send_json({"type": "prefill", "messages": [{"role": "user", "content": "talk"}]})
+    ws.receive_json()
+    ws.send_json({"type": "generate"})
+    assert ws.receive_json()["type"] == "chunk"
+
+
 def test_http_streaming_stop_interrupts_generate(worker_client):
     client = worker_client(sim=SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1))
     with client.websocket_connect("/ws/streaming") as ws:
-        ws.send_json({"type": "prefill", "messages": [{"role": "user", "content": "talk"}]})
-        ws.receive_json()
-        ws.send_json({"type": "generate"})
-        assert ws.receive_json()["type"] == "chunk"
+        generating(ws)
         assert client.post("/streaming/stop").json() == {"success": True, "message": "Stop signal sent"}
         done = until_done(ws)[-1]
         ws.send_json({"type": "close"})
@@ -66,10 +71,7 @@ def test_http_streaming_stop_interrupts_generate(worker_client):
 def test_stop_message_interrupts_generate(worker_client):
     client = worker_client(sim=SimOptions.zero_delay(tokens_per_s=20.0, words_per_chunk=1))
     with client.websocket_connect("/ws/streaming") as ws:
-        ws.send_json({"type": "prefill", "messages": [{"role": "user", "content": "talk"}]})
-        ws.receive_json()
-        ws.send_json({"type": "generate"})
-        ws.receive_json()
+        generating(ws)
         ws.send_json({"type": "stop"})
         assert until_done(ws)[-1]["stopped"] is True
         ws.send_json({"type": "close"})
