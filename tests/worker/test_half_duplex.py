@@ -200,3 +200,19 @@ def test_a_reference_voice_in_system_content_is_accepted(client):
         ws.send_json({"type": "prepare", "system_content": content})
         assert ws.receive_json()["type"] == "prepared"
 
+
+
+def test_a_model_failure_during_prepare_is_reported_and_the_session_stays_open(worker_client):
+    from omnikube_worker.simulated import SimulatedBackend
+
+    class FailingPrefill(SimulatedBackend):
+        async def stream_prefill(self, turns, options):
+            raise RuntimeError("boom")
+
+    client = worker_client(backend=FailingPrefill(SimOptions.zero_delay()))
+    with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
+        ws.send_json({"type": "prepare"})
+        assert ws.receive_json() == {"type": "error", "error": "prepare failed: RuntimeError: boom"}
+        ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(silence(0.1))})
+        assert ws.receive_json() == {"type": "error", "error": "Not prepared yet"}
+    wait_for(lambda: status_of(client) == "idle", "idle after the session")

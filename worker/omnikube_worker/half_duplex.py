@@ -50,16 +50,18 @@ async def ws_half_duplex(ws: WebSocket, session_id: str | None = None) -> None:
     lease = await admit_websocket(ws, ctx, WorkerStatus.busy_half_duplex, sid, TYPE)
     if lease is None:
         return
-    await ws.accept()
-    session = HalfDuplexSession(ctx, ws, sid)
-    ctx.half_duplex_stops.add(session.turn_stop)
+    session: HalfDuplexSession | None = None
     outcome = "error"
     try:
+        await ws.accept()
+        session = HalfDuplexSession(ctx, ws, sid)
+        ctx.half_duplex_stops.add(session.turn_stop)
         outcome = await session.run()
     finally:
-        ctx.half_duplex_stops.discard(session.turn_stop)
-        session.reader.cancel()
-        await session.finish_recording()
+        if session is not None:
+            ctx.half_duplex_stops.discard(session.turn_stop)
+            session.reader.cancel()
+            await session.finish_recording()
         metrics.SESSIONS.labels(TYPE, outcome).inc()
         await lease.release()
         await close(ws)
@@ -133,8 +135,13 @@ class HalfDuplexSession:
         if not any(isinstance(p, str) for p in parts):
             parts.insert(0, DEFAULT_SYSTEM_PROMPT)
         self.voice = next((p.samples for p in parts if isinstance(p, Audio)), None)
-        await self.ctx.backend.stream_reset()
-        await self.ctx.backend.stream_prefill([Turn("system", parts)], self._options())
+        try:
+            await self.ctx.backend.stream_reset()
+            await self.ctx.backend.stream_prefill([Turn("system", parts)], self._options())
+        except Exception as exc:  # model failure: the session stays open, unprepared
+            self.prepare = None
+            await send_error(self.ws, f"prepare failed: {exc.__class__.__name__}: {exc}")
+            return
         self.prepare = prepare
         self.vad = EnergyVad(prepare.config.vad)
         self.started = time.monotonic()
