@@ -11,7 +11,10 @@ looped WAV, 1.5 s of a speech-like tone then 4.5 s of silence, so the simulated 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -21,7 +24,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.fixtures.browser import screenshot, wait_js
-from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+from tests.fixtures.processes import free_port, launch_gateway, launch_worker, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -42,18 +45,45 @@ def speech_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """One simulated worker (real timings) behind a gateway, for the whole module."""
-    log_dir = tmp_path_factory.mktemp("web-service")
-    worker = launch_worker(log_dir)
-    try:
-        gateway = launch_gateway(log_dir, [worker])
-    except BaseException:
-        worker.kill()
-        raise
+def sim_worker(tmp_path_factory):
+    """One simulated worker with real timings, for the whole module."""
+    worker = launch_worker(tmp_path_factory.mktemp("web-worker"))
+    yield worker
+    worker.kill()
+
+
+@pytest.fixture(scope="module")
+def service(sim_worker, tmp_path_factory):
+    """The gateway (plain HTTP) in front of the module's worker."""
+    gateway = launch_gateway(tmp_path_factory.mktemp("web-gateway"), [sim_worker])
     yield gateway
     gateway.kill()
-    worker.kill()
+
+
+@pytest.fixture
+def https_gateway(sim_worker, tmp_path):
+    """A second gateway in front of the same worker, serving HTTPS with its self-signed certificate."""
+    port = free_port()
+    command = [sys.executable, "-m", "omnikube_gateway.cli", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", sim_worker.address, "--data-dir", str(tmp_path / "data"), "--log-level", "warning"]
+    env = dict(os.environ, OMNIKUBE_CONFIG=str(tmp_path / "no-config.json"))
+    with open(tmp_path / "gateway.log", "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/readyz", verify=False, timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return process.poll() is not None
+
+    try:
+        wait_until(ready, 30, "the HTTPS gateway to be ready")
+        assert process.poll() is None, (tmp_path / "gateway.log").read_text()
+        yield url
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture(autouse=True)
@@ -125,6 +155,17 @@ def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(s
 
     # The answer is part of the history sent with the next turn.
     assert browser.execute_script("return omnikube.state.history.map(m => m.role)") == ["user", "assistant"]
+
+
+def test_over_https_the_chat_page_talks_to_the_gateway_through_wss(https_gateway, browser_factory):
+    browser = browser_factory(flags=("--ignore-certificate-errors",))
+    browser.get(f"{https_gateway}/turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.find_element(By.ID, "input").send_keys("Secure hello")
+    browser.find_element(By.ID, "send").click()
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    assert browser.execute_script("return omnikube.lastSocketUrl").startswith("wss://127.0.0.1:")
+    assert "Secure hello" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
 
 
 def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_factory, speech_wav):

@@ -278,6 +278,7 @@ async function send() {
     sentAt: performance.now(),
   };
   state.request = req;
+  window.omnikube.lastSocketUrl = req.ws.url;
   setBusy(true);
   status.refresh();
 
