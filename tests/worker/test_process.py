@@ -7,6 +7,7 @@ import base64
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -36,8 +37,8 @@ SILENCE = np.zeros(16000, dtype=np.float32)
 
 
 def test_the_console_script_is_installed_and_documents_the_seed_flags():
-    out = subprocess.run([sys.executable, "-m", "omnikube_worker.cli", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    script = Path(sys.executable).with_name("omnikube-worker")  # the entry point pip installed
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     for flag in ("--model-path", "--pt-path", "--ref-audio-path", "--worker-index", "--gpu-id", "--compile",
                  "--port", "--host", "--duplex-pause-timeout", "--backend", "--config", "--sim-fault"):
         assert flag in out
