@@ -157,6 +157,34 @@ def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(s
     assert browser.execute_script("return omnikube.state.history.map(m => m.role)") == ["user", "assistant"]
 
 
+def test_a_chat_turn_carries_an_uploaded_image_and_a_push_to_talk_recording(service, browser_factory, speech_wav, tmp_path):
+    from PIL import Image
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(picture)
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.find_element(By.ID, "file").send_keys(str(picture))
+    wait_js(browser, "omnikube.state.attachments.some(a => a.kind === 'image')", 10)
+
+    # Push-to-talk: hold the button while the (fake) microphone speaks, then let go.
+    mic = browser.find_element(By.ID, "mic")
+    ActionChains(browser).click_and_hold(mic).perform()
+    wait_js(browser, "omnikube.state.recorder && omnikube.state.recorder.chunks.length >= 10", 10)  # >= 1 s
+    ActionChains(browser).release(mic).perform()
+    wait_js(browser, "omnikube.state.attachments.some(a => a.kind === 'audio')", 10)
+
+    browser.find_element(By.ID, "input").send_keys("What do you see and hear?")
+    browser.find_element(By.ID, "send").click()
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    answer = browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
+    assert "I see 1 image (64x48)" in answer, answer
+    assert "seconds of audio" in answer, answer
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.user img") and browser.find_elements(By.CSS_SELECTOR, ".msg.user audio")
+
+
 def test_over_https_the_chat_page_talks_to_the_gateway_through_wss(https_gateway, browser_factory):
     browser = browser_factory(flags=("--ignore-certificate-errors",))
     browser.get(f"{https_gateway}/turnbased")
