@@ -97,9 +97,10 @@ class Lease:
             log.warning("worker %s failed during %s: %s", self.worker_id, self.ticket_id, reason)
 
     def abort(self, outcome: str = "client_left") -> None:
-        """The session ended early for a reason that is not the worker's; its time is not an ETA sample."""
+        """The session ended early for a reason that is not the worker's; its time is not an ETA sample.
+        `outcome` is one of `metrics.OUTCOMES` (anything else is counted as `client_left`)."""
         if self.outcome == "ok":
-            self.outcome = outcome
+            self.outcome = outcome if outcome in metrics.OUTCOMES and outcome != "ok" else "client_left"
 
     def worker_error(self) -> None:
         """The worker answered with an error (it is alive)."""
@@ -242,7 +243,9 @@ class Dispatcher:
                 if not ticket.future.done() and ticket.wake.done() and on_update is not None:
                     await self._tell(ticket, on_update)
             return ticket.future.result()
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError) and not ticket.future.done():
+                metrics.REQUESTS.labels(ticket.task_type.value, "client_left").inc()
             self._abandon(ticket)
             raise
 
