@@ -47,7 +47,7 @@ async def chat(request: Request) -> JSONResponse:
     if isinstance(body, JSONResponse):
         return body
     try:
-        chat_request = ChatRequest.model_validate_json(body)
+        chat_request = await asyncio.to_thread(ChatRequest.model_validate_json, body)  # up to 128 MiB
     except ValidationError as exc:
         metrics.BAD_INPUT.labels("chat").inc()
         raise RequestValidationError(exc.errors()) from None
@@ -66,7 +66,7 @@ async def chat(request: Request) -> JSONResponse:
 async def _answer(ctx: WorkerContext, chat_request: ChatRequest, fault: str | None) -> JSONResponse:
     started = time.monotonic()
     try:
-        turns = turns_from_messages(chat_request.messages)
+        turns = await asyncio.to_thread(turns_from_messages, chat_request.messages)  # media decoding
         options = _options(chat_request, fault)
     except MediaError as exc:
         metrics.BAD_INPUT.labels("chat").inc()
@@ -212,7 +212,7 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
     watcher = asyncio.create_task(_watch_disconnect(ws, stop))
     try:
         try:
-            turns = turns_from_lenient(request.messages)
+            turns = await asyncio.to_thread(turns_from_lenient, request.messages)  # media decoding
             if not turns:
                 raise MediaError("messages: no usable content (every item was empty or of an unknown type)")
             voice = decode_pcm16k(request.tts.ref_audio_data, "tts.ref_audio_data") if request.tts.ref_audio_data else None

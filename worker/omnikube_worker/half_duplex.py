@@ -131,7 +131,7 @@ class HalfDuplexSession:
 
     async def _prepare(self, prepare: HalfDuplexPrepare) -> None:
         items = [i for i in prepare.system_content if isinstance(i, dict) and i.get("type") in ("text", "audio")]
-        parts = parts_from_lenient(items, "system_content")
+        parts = await asyncio.to_thread(parts_from_lenient, items, "system_content")
         if not any(isinstance(p, str) for p in parts):
             parts.insert(0, DEFAULT_SYSTEM_PROMPT)
         self.voice = next((p.samples for p in parts if isinstance(p, Audio)), None)

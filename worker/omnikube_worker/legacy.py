@@ -8,6 +8,7 @@ idle between turns, as in the original. The streaming KV cache survives across c
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 from fastapi import APIRouter, Request, WebSocket
@@ -97,7 +98,7 @@ class StreamingSession:
                 metrics.SESSIONS.labels(TYPE, "rejected_busy").inc()
                 raise BadFrame(str(exc) if isinstance(exc, Busy) else "Worker not ready") from None
         self.session_id = prefill.session_id or "streaming"
-        turns = turns_from_lenient(prefill.messages)
+        turns = await asyncio.to_thread(turns_from_lenient, prefill.messages)  # media decoding
         voice_b64 = prefill.tts_ref_audio_base64 or prefill.ref_audio_base64
         if voice_b64:
             self.voice = decode_pcm16k(voice_b64, "tts_ref_audio_base64")
