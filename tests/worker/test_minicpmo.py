@@ -320,3 +320,18 @@ def test_call_supported_passes_only_the_arguments_a_revision_takes():
         return audio_waveform, frame_list
 
     assert call_supported(old_revision, audio_waveform=1, frame_list=2, max_slice_nums=3) == (1, 2)
+
+
+def test_a_reference_voice_wav_is_read_at_16khz_without_librosa(tmp_path, monkeypatch):
+    import sys
+    import wave as wave_module
+
+    from omnikube_worker.minicpmo import load_reference_voice
+
+    monkeypatch.setitem(sys.modules, "librosa", None)  # import librosa -> ImportError
+    path = tmp_path / "voice.wav"
+    with wave_module.open(str(path), "wb") as wav:
+        wav.setnchannels(2), wav.setsampwidth(2), wav.setframerate(24000)
+        wav.writeframes((np.full((24000, 2), 8192, dtype="<i2")).tobytes())
+    voice = load_reference_voice(str(path))
+    assert voice.dtype == np.float32 and voice.size == 16000 and abs(float(voice.mean()) - 0.25) < 1e-3

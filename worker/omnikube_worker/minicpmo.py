@@ -121,13 +121,32 @@ def require_vocoder(chat_vocoder: str) -> None:
 
 
 def load_reference_voice(path: str | None) -> np.ndarray | None:
-    """The default reference voice as 16 kHz mono float32 (librosa resamples any WAV)."""
+    """A reference voice file as 16 kHz mono float32: librosa when installed (any format), else
+    a PCM WAV read here and resampled linearly."""
     if not path:
         return None
-    import librosa
-
+    try:
+        import librosa
+    except ImportError:
+        return _read_wav_16k(path)
     audio, _ = librosa.load(path, sr=INPUT_SAMPLE_RATE, mono=True)
     return audio.astype(np.float32)
+
+
+def _read_wav_16k(path: str) -> np.ndarray:
+    import wave
+
+    from .recording import resample
+
+    with wave.open(path) as wav:
+        rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+        frames = wav.readframes(wav.getnframes())
+    if width != 2:
+        raise ValueError(f"{path}: {8 * width}-bit WAV; install librosa or use 16-bit PCM")
+    samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1)
+    return resample(samples, rate, INPUT_SAMPLE_RATE)
 
 
 # ---- translation between plain data and the model's methods -------------------------------------
@@ -467,12 +486,16 @@ class MiniCPMoBackend(Backend):
         attn = resolve_attn_implementation(s.attn_implementation)
         require_vocoder(s.chat_vocoder)
         config = apply_attention(AutoConfig.from_pretrained(s.model_path, trust_remote_code=True), attn)
+        # Quantized checkpoints (AWQ, GPTQ) keep their own dtypes; everything else runs in bf16.
+        quantized = getattr(config, "quantization_config", None) is not None
         model = AutoModel.from_pretrained(s.model_path, config=config, trust_remote_code=True,
-                                          attn_implementation=attn, torch_dtype=torch.bfloat16,
+                                          attn_implementation=attn, torch_dtype="auto" if quantized else torch.bfloat16,
                                           init_vision=True, init_audio=True, init_tts=True)
         if s.pt_path:
             self.override = apply_weight_override(model, s.pt_path)
-        model = model.bfloat16().eval().cuda()
+        if not quantized:
+            model = model.bfloat16()
+        model = model.eval().cuda()
         tokenizer = AutoTokenizer.from_pretrained(s.model_path, trust_remote_code=True)
         model.init_tts()
         duplex_defaults = DuplexConfig()
