@@ -44,17 +44,27 @@ def gateway_workers(port: int) -> list[dict]:
 
 
 def start_gateway(group: ProcessGroup, worker_ports: Sequence[int], config: dict | None = None,
-                  timeout: float = 120.0) -> GatewayProc:
+                  timeout: float = 120.0, strict: bool = True) -> GatewayProc:
     """The real gateway (the test fixtures' launcher, `--log-level warning`) in front of
-    `worker_ports`; returns once it reports every worker idle."""
+    `worker_ports`; returns once it reports every worker idle. With `strict=False` it goes on after
+    `timeout` even if some workers still look offline to the gateway (`gateway.idle_at_start` says
+    how many were idle), so that a gateway that cannot keep hundreds of workers healthy is measured
+    as it is instead of not at all."""
     gateway = group.adopt(launch_gateway(group.log_dir.resolve(), [f"127.0.0.1:{p}" for p in worker_ports],
                                          config=config or {}))
+    idle = {"count": 0}
 
     def all_idle() -> bool:
         if not gateway.alive():
             raise RuntimeError(f"gateway exited ({gateway.process.returncode}):\n{gateway.log()[-2000:]}")
         workers = gateway_workers(gateway.port)
-        return len(workers) == len(worker_ports) and all(w.get("status") == "idle" for w in workers)
+        idle["count"] = sum(1 for w in workers if w.get("status") == "idle")
+        return len(workers) == len(worker_ports) and idle["count"] == len(worker_ports)
 
-    wait_until(all_idle, timeout, f"gateway sees {len(worker_ports)} idle workers", interval=0.2)
+    try:
+        wait_until(all_idle, timeout, f"gateway sees {len(worker_ports)} idle workers", interval=0.2)
+    except TimeoutError:
+        if strict:
+            raise
+    gateway.idle_at_start = idle["count"]  # type: ignore[attr-defined]
     return gateway

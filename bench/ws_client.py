@@ -22,6 +22,7 @@ import numpy as np
 import websockets
 
 CHUNK_SAMPLES = 16_000  # 1 s at 16 kHz
+OPEN_TIMEOUT_S = 120.0  # connect, wait for a worker, prepare
 
 
 def audio_chunk_message() -> bytes:
@@ -91,7 +92,7 @@ async def main(urls: list[str], warmup: float, duration: float, cadence: float, 
     async def open_one(session: Session) -> None:
         async with gate:
             try:
-                await session.open()
+                await asyncio.wait_for(session.open(), OPEN_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - reported per session
                 session.error = f"open: {type(exc).__name__}: {exc}"
 

@@ -91,9 +91,10 @@ def run(ctx: Context) -> Section:
             ports = worker_ports[:level]
             direct = [f"ws://127.0.0.1:{p}/ws/duplex?session_id=adx_bench{i}" for i, p in enumerate(ports)]
             results[("direct", level)] = drive(direct, warmup, duration, log_dir, f"direct-{level}")
-            gateway = start_gateway(group, ports)
+            gateway = start_gateway(group, ports, timeout=60, strict=False)
             via = [f"{gateway.ws_url}/ws/duplex/adx_bench{i}" for i in range(level)]
             results[("gateway", level)] = drive(via, warmup, duration, log_dir, f"gateway-{level}", gateway.pid)
+            results[("gateway", level)]["idle_at_start"] = gateway.idle_at_start
             gateway.stop()
     return _section(results, levels, warmup, duration)
 
@@ -128,6 +129,11 @@ def _section(results: dict, levels: list[int], warmup: float, duration: float) -
                          "latency = send of an audio_chunk to receipt of its result.")
     section.notes.append("'late sends': chunks sent more than one cadence (1 s) behind schedule, i.e. the "
                          "load generator or the system could not keep real time.")
+    for level in levels:
+        idle = results[("gateway", level)].get("idle_at_start", level)
+        if idle < level:
+            section.notes.append(f"At {level} sessions the gateway saw only {idle} of its {level} workers idle after "
+                                 "60 s (the others failing health probes), so some sessions waited for a worker.")
     for level in levels:
         for name in ("direct", "gateway"):
             errors = results[(name, level)].get("errors")
