@@ -95,6 +95,8 @@ async def main(urls: list[str], warmup: float, duration: float, cadence: float, 
                 await asyncio.wait_for(session.open(), OPEN_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - reported per session
                 session.error = f"open: {type(exc).__name__}: {exc}"
+                if session.ws is not None:
+                    await session.ws.close()
 
     opened_at = time.monotonic()
     await asyncio.gather(*(open_one(s) for s in sessions))
