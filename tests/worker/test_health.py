@@ -40,8 +40,10 @@ def test_health_reports_loading_until_the_model_is_loaded_and_refuses_work_meanw
     assert (body["status"], body["worker_status"], body["model_loaded"]) == ("initializing", "loading", False)
     assert client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}]}).status_code == 503
     assert client.get("/cache_info").json() == {"detail": "Worker not ready"}
+    assert client.get("/readyz").status_code == 503
     backend.release.set()
     wait_for(lambda: status_of(client) == "idle", "the load to finish")
+    assert client.get("/readyz").json() == {"ready": True, "worker_status": "idle"}
 
 
 def test_a_failed_load_reports_error_and_calls_the_failure_hook(worker_client):

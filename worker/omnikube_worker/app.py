@@ -58,6 +58,7 @@ def create_app(settings: WorkerSettings | None = None, backend: Backend | None =
     app = FastAPI(title="Omnikube worker", version="0.1.0", lifespan=lifespan)
     app.state.worker = ctx
     app.add_api_route("/health", health, methods=["GET"], response_model=WorkerHealthResponse)
+    app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/cache_info", cache_info, methods=["GET"])
     app.add_api_route("/clear_cache", clear_cache, methods=["POST"])
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
@@ -95,6 +96,14 @@ async def health(request: Request) -> JSONResponse:
         worker_index=ctx.settings.worker_index, **ctx.info(),
     )
     return JSONResponse(body.model_dump(mode="json"))
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """For Kubernetes probes: 200 once the model is loaded (busy included), 503 while loading or
+    after a failed load. /health stays 200 always, as the original's clients expect."""
+    state = get_context(request).state
+    return JSONResponse({"ready": state.ready, "worker_status": state.status.value},
+                        status_code=200 if state.ready else 503)
 
 
 async def cache_info(request: Request) -> JSONResponse:
