@@ -123,6 +123,12 @@ def stop_duplex(driver) -> None:
     wait_js(driver, "omnikube.session.state === 'stopped'", 10)
 
 
+def text_of(driver, css: str) -> str:
+    """Read text in one script call: the admin tables are rebuilt every poll, so a located element
+    can go stale between find and read."""
+    return driver.execute_script("return document.querySelector(arguments[0])?.innerText ?? ''", css)
+
+
 def worker_states(gateway) -> list[str]:
     return [w["status"] for w in gateway.get("/workers").json()["workers"]]
 
@@ -306,14 +312,14 @@ def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, 
     admin = browser_factory()
     open_page(admin, service, "admin")
     wait_js(admin, "document.querySelector('#workers tbody tr[data-worker]')?.dataset.state === 'duplex_active'", 10)
-    row = admin.find_element(By.CSS_SELECTOR, "#workers tbody tr[data-worker]").text
-    assert "worker_0" in row or "duplex_active" in row
+    row = text_of(admin, "#workers tbody tr[data-worker]")
+    assert "worker_0" in row and "duplex_active" in row and "audio_duplex" in row
     session_id = holder.execute_script("return omnikube.session.id")
     assert session_id in row
     wait_js(admin, "document.querySelector('#queue tbody tr[data-ticket]')?.dataset.position === '1'", 10)
-    queue_row = admin.find_element(By.CSS_SELECTOR, "#queue tbody tr[data-ticket]").text
+    queue_row = text_of(admin, "#queue tbody tr[data-ticket]")
     assert "omni_duplex" in queue_row and "~" in queue_row
-    assert admin.find_element(By.CSS_SELECTOR, "[data-tile='queue'] b").text == "1"
+    assert text_of(admin, "[data-tile='queue'] b") == "1"
 
     # ETA settings: the form shows the server's values, and saving changes them on the server.
     wait_js(admin, "document.querySelector('#eta-form [name=eta_chat_s]').value !== ''")

@@ -162,3 +162,27 @@ export async function decodeToMono16k(arrayBuffer) {
   const rendered = await offline.startRendering();
   return downmix(rendered);
 }
+
+/**
+ * A short synthesised chime (oscillators, no audio files) on the player's context:
+ * "turn" when a queued user is served, "near" when the user reaches the head of the queue.
+ */
+export function chime(player, kind = "turn") {
+  const ctx = player.ctx;
+  if (!ctx || ctx.state !== "running") return;
+  const notes = kind === "near" ? [880, 660] : [523.25, 659.25, 783.99, 1046.5];
+  const step = kind === "near" ? 0.5 : 0.12;
+  const start = ctx.currentTime + 0.05;
+  notes.forEach((freq, i) => {
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.frequency.value = freq;
+    const t = start + i * step;
+    gain.gain.setValueAtTime(0.0001, t);
+    gain.gain.exponentialRampToValueAtTime(0.15, t + 0.02);
+    gain.gain.exponentialRampToValueAtTime(0.0001, t + step * 1.6);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(t);
+    osc.stop(t + step * 1.7);
+  });
+}

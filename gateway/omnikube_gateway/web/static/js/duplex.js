@@ -35,7 +35,7 @@ const voice = new VoicePicker($("#voice"), {
     if (preset.system_prompt) $("#system-prompt").value = preset.system_prompt;
   },
 });
-const queue = new QueuePanel($("#queue"), { onLeave: () => stop() });
+const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(10000);
 
 const session = {
@@ -244,7 +244,7 @@ function onFrame(frame) {
       setState("queued");
       break;
     case "queue_done":
-      queue.done();
+      queue.served();
       setState("preparing");
       sendPrepare();
       break;

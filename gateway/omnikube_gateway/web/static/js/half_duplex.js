@@ -18,7 +18,7 @@ const REOPEN_AFTER_MS = 800;
 const log = $("#log");
 const player = new StreamPlayer({ delayMs: 50 });
 const voice = new VoicePicker($("#voice"), { mode: "half_duplex_audio" });
-const queue = new QueuePanel($("#queue"), { onLeave: () => stop() });
+const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
 buildNav("half_duplex");
 
@@ -105,7 +105,7 @@ function onFrame(frame) {
       setState("queued");
       break;
     case "queue_done":
-      queue.done();
+      queue.served();
       setState("preparing");
       break;
     case "prepared":

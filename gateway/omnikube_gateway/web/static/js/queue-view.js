@@ -1,13 +1,16 @@
 /**
  * The queue panel every page shows while waiting: position, a live countdown (queue.js) and a
- * "Leave queue" button. Fed by the server's queue frames; redraws itself once a second.
+ * "Leave queue" button. Fed by the server's queue frames; redraws itself once a second. With a
+ * player it also chimes when the user reaches the head of the queue and when they are served.
  */
+import { chime } from "./audio.js";
 import { el } from "./common.js";
 import { QueueCountdown, formatSeconds } from "./queue.js";
 
 export class QueuePanel {
-  /** @param {HTMLElement} container  @param {{onLeave: () => void}} handlers */
-  constructor(container, { onLeave }) {
+  /** @param {HTMLElement} container  @param {{onLeave: () => void, player?: object}} options */
+  constructor(container, { onLeave, player = null }) {
+    this.player = player;
     this.countdown = new QueueCountdown();
     this.estimateText = null;
     this.label = el("span", { class: "queue-label", role: "status", "aria-live": "polite" });
@@ -19,6 +22,7 @@ export class QueuePanel {
 
   /** A `queued` / `queue_update` frame arrived. */
   update(frame) {
+    if (this.player && Number(frame.position) === 1 && this.countdown.position !== 1) chime(this.player, "near");
     this.countdown.update(frame, Date.now());
     this.estimateText = null;
     this.show();
@@ -49,6 +53,12 @@ export class QueuePanel {
     this.label.textContent = this.estimateText ?? this.countdown.label(Date.now());
     this.root.dataset.position = this.countdown.position ?? "";
     this.root.dataset.remaining = this.countdown.remaining(Date.now()) ?? "";
+  }
+
+  /** A worker took us: chime if we had waited, then hide. */
+  served() {
+    if (this.player && this.queued) chime(this.player, "turn");
+    this.done();
   }
 
   /** Served, cancelled or failed: hide and forget. */

@@ -34,7 +34,7 @@ const voice = new VoicePicker($("#voice"), {
     if (text) $("#system-prompt").value = text;
   },
 });
-const queue = new QueuePanel($("#queue"), { onLeave: () => leaveQueue() });
+const queue = new QueuePanel($("#queue"), { onLeave: () => leaveQueue(), player });
 const status = statusPill(3000, (s) => {
   const req = state.request;
   if (req && !req.started && !queue.countdown.queued) queue.estimate(estimateWaitFromStatus(s));
@@ -309,7 +309,7 @@ function onFrame(req, frame) {
       queue.done();
       break;
     case "prefill_done":
-      queue.done();
+      queue.served();
       req.started = true;
       req.bubble.dataset.state = "generating";
       break;
