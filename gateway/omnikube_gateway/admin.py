@@ -216,7 +216,7 @@ async def get_eta(request: Request) -> dict:
 async def put_eta(config: EtaConfig, request: Request) -> dict:
     apply_eta_config(request.app, config)
     await asyncio.to_thread(atomic_write_json, eta_path(request.app), config.model_dump())
-    request.app.state.dispatcher._recompute()
+    request.app.state.dispatcher.refresh()
     return eta_status(request)
 
 

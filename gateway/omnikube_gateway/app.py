@@ -96,7 +96,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics_endpoint(request: Request) -> Response:
-        request.app.state.dispatcher._export_metrics()
+        request.app.state.dispatcher.export_metrics()
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

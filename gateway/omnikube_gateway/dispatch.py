@@ -156,7 +156,7 @@ class Dispatcher:
             await asyncio.sleep(TICK_S)
             try:
                 self._recompute()
-                self._export_metrics()
+                self.export_metrics()
             except Exception:  # never let the refresher die
                 log.exception("queue refresh failed")
 
@@ -208,6 +208,10 @@ class Dispatcher:
         metrics.REQUESTS.labels(ticket.task_type.value, "cancelled").inc()
         self._dispatch()
         return True
+
+    def refresh(self) -> None:
+        """Recompute positions and ETAs now (e.g. after the baselines changed)."""
+        self._recompute()
 
     def snapshot(self, ticket_id: str) -> Ticket | None:
         return self.queue.get(ticket_id)
@@ -332,7 +336,7 @@ class Dispatcher:
             self.estimator.record(lease.task_type, active)
         self.registry.release(worker, session)
 
-    def _export_metrics(self) -> None:
+    def export_metrics(self) -> None:
         counts: dict[str, int] = {state: 0 for state in metrics.WORKER_STATES}
         for worker in self.registry:
             counts[metrics.worker_state_label(worker.status, ready=worker.ready, draining=worker.draining)] += 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from contextlib import ExitStack, contextmanager
 
 import httpx
 import pytest
@@ -36,10 +37,11 @@ def recv(ws, timeout: float = 10.0) -> dict:
     return json.loads(ws.recv(timeout=timeout))
 
 
-def hold_worker(gateway):
-    ws = connect(f"{gateway.ws_url}/ws/duplex/omni_holder")
-    assert recv(ws) == {"type": "queue_done"}
-    return ws
+@contextmanager
+def holding_the_worker(gateway):
+    with connect(f"{gateway.ws_url}/ws/duplex/omni_holder") as ws:
+        assert recv(ws) == {"type": "queue_done"}
+        yield ws
 
 
 def queue_length(gateway) -> int:
@@ -47,8 +49,7 @@ def queue_length(gateway) -> int:
 
 
 def test_a_second_client_is_queued_then_served_with_its_early_frames_delivered(gateway):
-    holder = hold_worker(gateway)
-    with connect(f"{gateway.ws_url}/ws/duplex/omni_second") as second:
+    with holding_the_worker(gateway) as holder, connect(f"{gateway.ws_url}/ws/duplex/omni_second") as second:
         second.send(json.dumps({"type": "prepare", "system_prompt": "sent while queued"}))
         queued = recv(second)
         assert queued["type"] == "queued" and queued["position"] == 1 and queued["queue_length"] == 1
@@ -61,9 +62,7 @@ def test_a_second_client_is_queued_then_served_with_its_early_frames_delivered(g
 
 
 def test_positions_move_up_at_once_when_a_client_ahead_leaves(gateway):
-    holder = hold_worker(gateway)
-    try:
-        first = connect(f"{gateway.ws_url}/ws/half_duplex/hdx_first")
+    with holding_the_worker(gateway), connect(f"{gateway.ws_url}/ws/half_duplex/hdx_first") as first:
         assert recv(first)["position"] == 1
         with connect(f"{gateway.ws_url}/ws/half_duplex/hdx_second") as second:
             assert recv(second)["position"] == 2
@@ -71,15 +70,12 @@ def test_positions_move_up_at_once_when_a_client_ahead_leaves(gateway):
             update = recv(second, timeout=2.0)  # pushed on the change, not on a 3-s timer
             assert update["type"] == "queue_update" and update["position"] == 1 and update["queue_length"] == 1
             assert queue_length(gateway) == 1
-    finally:
-        holder.close()
     wait_until(lambda: queue_length(gateway) == 0, 5, "the queue to empty")
 
 
 def test_a_full_queue_answers_503_with_retry_after_over_http_and_an_error_frame_over_ws(gateway):
-    holder = hold_worker(gateway)
-    waiting = [connect(f"{gateway.ws_url}/ws/duplex/omni_w{i}") for i in range(2)]
-    try:
+    with holding_the_worker(gateway), ExitStack() as stack:
+        waiting = [stack.enter_context(connect(f"{gateway.ws_url}/ws/duplex/omni_w{i}")) for i in range(2)]
         for ws in waiting:
             assert recv(ws)["type"] == "queued"
         response = httpx.post(f"{gateway.url}/api/chat", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10)
@@ -91,15 +87,10 @@ def test_a_full_queue_answers_503_with_retry_after_over_http_and_an_error_frame_
             with pytest.raises(ConnectionClosed) as closed:
                 late.recv(timeout=5)
             assert closed.value.rcvd.code == 1013
-    finally:
-        for ws in waiting:
-            ws.close()
-        holder.close()
 
 
 def test_a_ticket_waiting_longer_than_the_request_timeout_gets_an_error(gateway):
-    holder = hold_worker(gateway)
-    try:
+    with holding_the_worker(gateway):
         with connect(f"{gateway.ws_url}/ws/duplex/omni_patient") as ws:
             assert recv(ws)["type"] == "queued"
             frames = []
@@ -110,25 +101,19 @@ def test_a_ticket_waiting_longer_than_the_request_timeout_gets_an_error(gateway)
                 ws.recv(timeout=5)
             assert closed.value.rcvd.code == 1013
         assert queue_length(gateway) == 0
-    finally:
-        holder.close()
 
 
 def test_an_admin_cancel_tells_the_waiting_client(gateway):
-    holder = hold_worker(gateway)
-    try:
+    with holding_the_worker(gateway):
         with connect(f"{gateway.ws_url}/ws/duplex/omni_cancelme") as ws:
             ticket = recv(ws)["ticket_id"]
             assert httpx.delete(f"{gateway.url}/api/queue/{ticket}").json() == {"success": True}
             assert recv(ws) == {"type": "error", "error": "Cancelled"}
             assert httpx.delete(f"{gateway.url}/api/queue/{ticket}").json() == {"success": False}
-    finally:
-        holder.close()
 
 
 def test_an_http_chat_client_that_gives_up_while_queued_frees_its_place(gateway):
-    holder = hold_worker(gateway)
-    try:
+    with holding_the_worker(gateway):
         def impatient() -> None:
             try:
                 httpx.post(f"{gateway.url}/api/chat", json={"messages": [{"role": "user", "content": "x"}]}, timeout=0.5)
@@ -140,5 +125,3 @@ def test_an_http_chat_client_that_gives_up_while_queued_frees_its_place(gateway)
         wait_until(lambda: queue_length(gateway) == 1, 5, "the chat to queue")
         thread.join()
         wait_until(lambda: queue_length(gateway) == 0, 2, "the abandoned ticket to leave the queue")
-    finally:
-        holder.close()
