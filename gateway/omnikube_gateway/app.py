@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omnikube import labels
 
-from . import admin, apps, openai_api, proxy_http, proxy_ws, realtime, recordings, ref_audio, web
+from . import admin, apps, openai_api, presets, proxy_http, proxy_ws, realtime, recordings, ref_audio, web
 from .auth import KeySet, read_key_file
 from .discovery import PodWatcher, load_static
 from .dispatch import Dispatcher
@@ -88,7 +88,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     app = FastAPI(title="Omnikube Gateway", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    for module in (admin, proxy_http, proxy_ws, apps, recordings, ref_audio):
+    for module in (admin, proxy_http, proxy_ws, apps, recordings, ref_audio, presets):
         app.include_router(module.router)
     app.include_router(web.router)
     app.include_router(realtime.router)

@@ -21,11 +21,11 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.background import BackgroundTask
 
-from .auth import require_api_key
+from .auth import require_admin, require_api_key
 from .storage import atomic_write_bytes, check_id, inside, read_limited
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,28 @@ def _read_json_file(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+
+
+@router.get("/api/sessions", dependencies=[Depends(require_admin)])
+async def list_sessions(request: Request, limit: int = Query(20, ge=1, le=500)):
+    """Recent sessions, newest first (an addition: the original had no listing)."""
+    root = sessions_root(request)
+
+    def scan() -> tuple[int, list[dict]]:
+        if not root.is_dir():
+            return 0, []
+        folders = sorted((f for f in root.iterdir() if f.is_dir()), key=lambda f: f.stat().st_mtime, reverse=True)
+        listed = []
+        for folder in folders[:limit]:
+            try:
+                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                meta = {}
+            listed.append({"session_id": folder.name, **{k: meta.get(k) for k in ("app_type", "created_at", "ended_at", "duration_s", "title")}})
+        return len(folders), listed
+
+    total, sessions = await asyncio.to_thread(scan)
+    return {"total": total, "sessions": sessions}
 
 
 @router.get("/api/sessions/{session_id}")

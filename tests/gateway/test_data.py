@@ -153,3 +153,30 @@ def test_a_browser_recording_upload_is_stored_and_bad_types_or_sizes_refused(gat
 def test_retention_deletes_sessions_older_than_the_retention_period(session, tmp_path):
     report = recordings.cleanup(tmp_path / "data" / "sessions", retention_days=1, max_storage_gb=-1)
     assert report["deleted_expired"] == 1 and not session.exists()
+
+
+def test_recent_sessions_are_listed_newest_first(gateway_app, session, tmp_path):
+    newer = tmp_path / "data" / "sessions" / "chat_newer"
+    newer.mkdir()
+    (newer / "meta.json").write_text(json.dumps({"app_type": "chat", "created_at": "2026-02-01T00:00:00+00:00"}))
+    body = gateway_app.get("/api/sessions?limit=1").json()
+    assert body["total"] == 2 and [s["session_id"] for s in body["sessions"]] == ["chat_newer"]
+    assert body["sessions"][0]["app_type"] == "chat"
+
+
+def test_presets_list_voices_by_reference_and_serve_their_audio(gateway_app, tmp_path, monkeypatch):
+    from omnikube_gateway import presets
+
+    root = tmp_path / "presets"
+    (root / "omni").mkdir(parents=True)
+    (tmp_path / "voice.wav").write_bytes(wav_bytes(1.0, rate=24000))
+    (root / "omni" / "b.yaml").write_text(f"id: calm\norder: 2\nname: Calm\nref_audio_path: {tmp_path / 'voice.wav'}\n")
+    (root / "omni" / "a.yaml").write_text("id: first\norder: 1\nname: First\nsystem_prompt: hi\n")
+    (root / "omni" / "broken.yaml").write_text("id: [unclosed\n")
+    monkeypatch.setattr(presets, "PRESETS_DIR", root)
+    listing = gateway_app.get("/api/presets").json()
+    assert [p["id"] for p in listing["omni"]] == ["first", "calm"]
+    assert listing["omni"][1]["ref_audio"] == {"data": None, "path": str(tmp_path / "voice.wav"), "name": "voice.wav", "duration": 1.0}
+    audio = gateway_app.get("/api/presets/omni/calm/audio").json()["ref_audio"]
+    assert len(base64.b64decode(audio["data"])) == 16000 * 4  # resampled to 16 kHz float32
+    assert gateway_app.get("/api/presets/omni/nope/audio").status_code == 404

@@ -1,0 +1,118 @@
+"""Presets (data.md §5): shipped, read-only YAML under `assets/presets/<mode>/*.yaml`.
+
+`GET /api/presets` lists them per mode with audio replaced by references (name, duration);
+`GET /api/presets/{mode}/{preset_id}/audio` returns the audio itself as the workers expect it
+(base64 raw float32 16 kHz mono). The listing is built once, off the event loop; audio is decoded
+per call, also off the loop. A bad YAML file is logged and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Request
+
+from omnikube.protocol import INPUT_SAMPLE_RATE
+
+from . import wav
+from .auth import require_api_key
+
+log = logging.getLogger(__name__)
+router = APIRouter(dependencies=[Depends(require_api_key)])
+
+PRESETS_DIR = Path("assets/presets")
+
+
+def _audio_ref(path: str) -> dict[str, Any]:
+    try:
+        samples, rate = wav.decode(Path(path).read_bytes())
+        duration = round(samples.size / rate, 1)
+    except (OSError, wav.WavError):
+        duration = 0
+    return {"data": None, "path": path, "name": Path(path).name, "duration": duration}
+
+
+def _audio_data(path: str) -> dict[str, Any]:
+    try:
+        samples, rate = wav.decode(Path(path).read_bytes())
+    except (OSError, wav.WavError):
+        return {"data": None, "name": Path(path).name, "duration": 0}
+    samples = wav.resample(samples, rate, INPUT_SAMPLE_RATE)
+    return {"data": base64.b64encode(samples.astype("<f4").tobytes()).decode(), "name": Path(path).name,
+            "duration": round(samples.size / INPUT_SAMPLE_RATE, 1)}
+
+
+def load_raw(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Presets as written in the YAML files, per mode, sorted by `order` (blocking)."""
+    modes: dict[str, list[dict[str, Any]]] = {}
+    if not root.is_dir():
+        return modes
+    for mode_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        presets = []
+        for file in sorted([*mode_dir.glob("*.yaml"), *mode_dir.glob("*.yml")]):
+            try:
+                doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError) as exc:
+                log.error("skipping preset %s: %s", file, exc)
+                continue
+            if isinstance(doc, dict) and doc:
+                presets.append(doc)
+        presets.sort(key=lambda p: p.get("order", 999) if isinstance(p.get("order"), int) else 999)
+        if presets:
+            modes[mode_dir.name] = presets
+    return modes
+
+
+def describe(raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    listing: dict[str, list[dict[str, Any]]] = {}
+    for mode, presets in raw.items():
+        listing[mode] = []
+        for preset in presets:
+            item = dict(preset)
+            if isinstance(item.get("system_content"), list):
+                item["system_content"] = [
+                    {"type": "audio", **_audio_ref(str(c.get("path")))} if isinstance(c, dict) and c.get("type") == "audio" else c
+                    for c in item["system_content"]
+                ]
+            if item.get("ref_audio_path"):
+                item["ref_audio"] = _audio_ref(str(item.pop("ref_audio_path")))
+            listing[mode].append(item)
+    return listing
+
+
+async def _raw(request: Request) -> dict[str, list[dict[str, Any]]]:
+    state = request.app.state
+    if getattr(state, "presets_raw", None) is None:
+        state.presets_raw = await asyncio.to_thread(load_raw, PRESETS_DIR)
+    return state.presets_raw
+
+
+@router.get("/api/presets")
+async def list_presets(request: Request) -> dict:
+    state = request.app.state
+    if getattr(state, "presets", None) is None:
+        state.presets = await asyncio.to_thread(describe, await _raw(request))
+    return state.presets
+
+
+@router.get("/api/presets/{mode}/{preset_id}/audio")
+async def preset_audio(mode: str, preset_id: str, request: Request) -> dict:
+    preset = next((p for p in (await _raw(request)).get(mode, []) if str(p.get("id")) == preset_id), None)
+    if preset is None:
+        raise HTTPException(404, f"Preset not found: {mode}/{preset_id}")
+
+    def load() -> dict:
+        body: dict[str, Any] = {}
+        if isinstance(preset.get("system_content"), list):
+            body["system_content_audio"] = [_audio_data(str(c.get("path"))) for c in preset["system_content"]
+                                            if isinstance(c, dict) and c.get("type") == "audio"]
+        if preset.get("ref_audio_path"):
+            body["ref_audio"] = _audio_data(str(preset["ref_audio_path"]))
+        return body
+
+    return await asyncio.to_thread(load)
