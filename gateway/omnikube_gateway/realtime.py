@@ -65,7 +65,7 @@ class RealtimeLimits:
     prepare_timeout_s: float = 60.0   # worker `prepare` to `prepared`
     result_timeout_s: float = 30.0    # a chunk sent and no worker frame since: the worker hangs
     stop_grace_s: float = 3.0         # `stop` to `stopped` before the socket is simply closed
-    connect_attempts: int = 3
+    connect_attempts: int = 10        # 0.5 s apart: a worker handed over at once may still be cleaning up
 
     @classmethod
     def from_app(cls, app: Any) -> "RealtimeLimits":

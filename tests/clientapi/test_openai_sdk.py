@@ -16,7 +16,7 @@ from omnikube_gateway.wav import encode_pcm16
 
 from .conftest import API_KEY, MAX_QUEUE, eventually, image_bytes, queue_length, speech
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)  # process start-up on a loaded machine dominates
 MODEL = "minicpm-o-4.5"
 HELLO = [{"role": "user", "content": "Hello there"}]
 

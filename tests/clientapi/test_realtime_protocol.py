@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .conftest import API_KEY, AUTH, eventually, silence, speech
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)  # process start-up on a loaded machine dominates
 
 
 def url(gateway, query: str = "mode=audio") -> str:

@@ -31,7 +31,7 @@ from tests.fixtures.processes import free_port
 
 from .conftest import API_KEY, eventually, image_bytes, queue_length, silence, speech
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(120)  # process start-up on a loaded machine dominates
 MODEL = "minicpm-o-4.5-realtime"
 
 
