@@ -18,7 +18,7 @@ the dispatcher uses to hand queued tickets to freed workers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable
 
@@ -82,7 +82,6 @@ class Worker:
     session: Session | None = None
     released_at: float = 0.0
     last_session_id: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def http_url(self) -> str:
@@ -114,11 +113,6 @@ class Worker:
             and bool(self.healthy)
             and self.reported == WorkerStatus.idle.value
         )
-
-    @property
-    def serving(self) -> bool:
-        """Counts as capacity for the ETA: takes work now or will once its session ends."""
-        return self.ready and not self.draining and bool(self.healthy) and self.reported != WorkerStatus.loading.value
 
 
 class WorkerRegistry:
