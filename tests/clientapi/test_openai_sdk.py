@@ -7,6 +7,7 @@ import base64
 import io
 import wave
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -14,7 +15,7 @@ from openbmb_realtime import RealtimeClient
 
 from omnikube_gateway.wav import encode_pcm16
 
-from .conftest import API_KEY, MAX_QUEUE, eventually, image_bytes, queue_length, speech
+from .conftest import API_KEY, AUTH, MAX_QUEUE, eventually, image_bytes, queue_length, speech
 
 pytestmark = pytest.mark.timeout(120)  # process start-up on a loaded machine dominates
 MODEL = "minicpm-o-4.5"
@@ -171,3 +172,13 @@ async def test_a_client_that_gives_up_while_queued_leaves_the_queue(one_worker_g
     await eventually(lambda: _is(queue_length(gateway), 0), what="the abandoned ticket to leave the queue")
     await holder.close()
 
+
+
+def test_an_uploaded_reference_voice_can_be_chosen_by_its_id(one_worker_gateway):
+    gateway, _ = one_worker_gateway
+    voice = encode_pcm16(np.frombuffer(speech(1.0), dtype="<f4"), 16000)
+    uploaded = httpx.post(f"{gateway.url}/api/assets/ref_audio", headers=AUTH, timeout=10,
+                          json={"name": "test voice", "audio_base64": base64.b64encode(voice).decode()}).json()
+    completion = sync_client(gateway).chat.completions.create(
+        model=MODEL, messages=HELLO, modalities=["text", "audio"], audio={"voice": uploaded["id"], "format": "wav"})
+    assert completion.choices[0].message.audio.transcript.startswith("[simulated]")
