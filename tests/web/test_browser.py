@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ from tests.fixtures.browser import screenshot, wait_js
 from tests.fixtures.processes import free_port, launch_gateway, launch_worker, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
+
+PLAYBACK_DELAY_MS = 350
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +57,9 @@ def sim_worker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(sim_worker, tmp_path_factory):
-    """The gateway (plain HTTP) in front of the module's worker."""
-    gateway = launch_gateway(tmp_path_factory.mktemp("web-gateway"), [sim_worker])
+    """The gateway (plain HTTP) in front of the module's worker, with a non-default playback delay."""
+    gateway = launch_gateway(tmp_path_factory.mktemp("web-gateway"), [sim_worker],
+                             config={"audio": {"playback_delay_ms": PLAYBACK_DELAY_MS}})
     yield gateway
     gateway.kill()
 
@@ -146,6 +150,8 @@ def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(s
     open_page(browser, service, "turnbased")
     wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
     browser.find_element(By.ID, "opt-voice").click()
+    # The player buffers as long as the gateway's config says (GET /api/frontend_defaults).
+    wait_js(browser, f"Math.round(omnikube.player.schedule.delayS * 1000) === {PLAYBACK_DELAY_MS}")
     browser.find_element(By.ID, "input").send_keys("Hello, can you hear me?")
     browser.find_element(By.ID, "send").click()
 
@@ -205,8 +211,10 @@ def test_over_https_the_chat_page_talks_to_the_gateway_through_wss(https_gateway
 def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_factory, speech_wav):
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "audio_duplex")
+    wait_js(browser, f"document.querySelector('#opt-delay').value === '{PLAYBACK_DELAY_MS}'")  # server default
     start_duplex(browser)
     wait_js(browser, "omnikube.session.state === 'active'", 20)
+    assert browser.execute_script("return Math.round(omnikube.player.schedule.delayS * 1000)") == PLAYBACK_DELAY_MS
     # The model answers after hearing the speech, and its audio is scheduled for playback.
     wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
     assert "[simulated]" in browser.find_element(By.ID, "log").text
@@ -314,6 +322,7 @@ def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, 
     wait_js(admin, "document.querySelector('#workers tbody tr[data-worker]')?.dataset.state === 'duplex_active'", 10)
     row = text_of(admin, "#workers tbody tr[data-worker]")
     assert "worker_0" in row and "duplex_active" in row and "audio_duplex" in row
+    assert re.search(r"\b\d+s\b", row.split("audio_duplex", 1)[1]), f"no task duration in {row!r}"
     session_id = holder.execute_script("return omnikube.session.id")
     assert session_id in row
     wait_js(admin, "document.querySelector('#queue tbody tr[data-ticket]')?.dataset.position === '1'", 10)
