@@ -119,7 +119,10 @@ class Route:
 # -- routes ------------------------------------------------------------------------------------
 @router.websocket("/ws/chat")
 async def ws_chat(ws: WebSocket) -> None:
-    await relay_session(ws, Route(TaskType.streaming, "/ws/chat", "turnbased", queue_frames=False, first_frame_before_queue=True))
+    # The original sends no queue frames here and its clients do not expect them; `?queue_events=1`
+    # opts in to the same queued / queue_update / queue_done frames as the session routes.
+    frames = ws.query_params.get("queue_events") in ("1", "true")
+    await relay_session(ws, Route(TaskType.streaming, "/ws/chat", "turnbased", queue_frames=frames, first_frame_before_queue=True))
 
 
 @router.websocket("/ws/streaming")

@@ -125,3 +125,18 @@ def test_an_http_chat_client_that_gives_up_while_queued_frees_its_place(gateway)
         wait_until(lambda: queue_length(gateway) == 1, 5, "the chat to queue")
         thread.join()
         wait_until(lambda: queue_length(gateway) == 0, 2, "the abandoned ticket to leave the queue")
+
+
+def test_ws_chat_sends_queue_frames_only_to_clients_that_ask(gateway):
+    request = json.dumps({"messages": [{"role": "user", "content": "x"}], "streaming": False})
+    with holding_the_worker(gateway) as holder:
+        with connect(f"{gateway.ws_url}/ws/chat?queue_events=1") as asking, connect(f"{gateway.ws_url}/ws/chat") as plain:
+            asking.send(request)
+            queued = recv(asking)
+            assert queued["type"] == "queued" and queued["position"] == 1
+            plain.send(request)
+            wait_until(lambda: queue_length(gateway) == 2, 5, "both chats queued")
+            holder.close()
+            assert recv(asking) == {"type": "queue_done"}
+            assert recv(asking)["type"] == "prefill_done"
+            assert recv(plain, timeout=20)["type"] == "prefill_done"  # no queue frame before the worker's
