@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
@@ -47,35 +48,32 @@ def _page(name: str) -> FileResponse:
     return FileResponse(WEB_DIR / name, media_type=_MEDIA_TYPES[".html"], headers=_NO_CACHE)
 
 
-def _gated_page(request: Request, app_id: str, name: str) -> Response:
-    if not _app_enabled(request, app_id):
-        return RedirectResponse("./", status_code=302)
-    return _page(name)
-
-
 @router.get("/")
 async def home() -> Response:
     return _page("index.html")
 
 
-@router.get("/turnbased")
-async def turnbased(request: Request) -> Response:
-    return _gated_page(request, "turnbased", "turnbased.html")
+# Page route -> (app id in the apps registry, file). Audio and omni share one page.
+GATED_PAGES = {
+    "/turnbased": ("turnbased", "turnbased.html"),
+    "/audio_duplex": ("audio_duplex", "duplex.html"),
+    "/omni": ("omni", "duplex.html"),
+    "/half_duplex": ("half_duplex_audio", "half_duplex.html"),
+}
 
 
-@router.get("/audio_duplex")
-async def audio_duplex(request: Request) -> Response:
-    return _gated_page(request, "audio_duplex", "duplex.html")
+def _gated_page(app_id: str, name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def page(request: Request) -> Response:
+        if not _app_enabled(request, app_id):
+            return RedirectResponse("./", status_code=302)
+        return _page(name)
+
+    page.__name__ = f"page_{app_id}"
+    return page
 
 
-@router.get("/omni")
-async def omni(request: Request) -> Response:
-    return _gated_page(request, "omni", "duplex.html")
-
-
-@router.get("/half_duplex")
-async def half_duplex(request: Request) -> Response:
-    return _gated_page(request, "half_duplex_audio", "half_duplex.html")
+for _path, (_app_id, _name) in GATED_PAGES.items():
+    router.add_api_route(_path, _gated_page(_app_id, _name), methods=["GET"])
 
 
 @router.get("/admin")
