@@ -7,7 +7,8 @@
 # Defaults: no extras, the host's Python version (3.11, as Debian bookworm's python3), out
 # build/wheelhouse/py<ver>[-<extras>]. The third-party wheels are cached under $IMAGES_CACHE keyed
 # by the runtime requirements, extras and Python version, so a rebuild only rebuilds the omnikube
-# wheel. The output holds exactly the wheels an image installs, plus requirements.lock naming them.
+# wheel. The output holds exactly the wheels an image installs: deps/ (third-party, changes rarely:
+# its image layer stays cached) and project/ (omnikube), plus requirements.lock naming them all.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -58,7 +59,7 @@ if [ ! -f "$deps/.complete" ]; then
 fi
 
 ilog "building the omnikube wheel"
-rm -rf "$out" && mkdir -p "$out"
+rm -rf "$out" && mkdir -p "$out/deps" "$out/project"
 # A fixed timestamp makes the wheel a function of the sources alone, so unchanged sources hit the
 # image layer cache.
 # A cached build environment (setuptools + wheel) saves pip's per-build isolated install.
@@ -70,15 +71,14 @@ if [ ! -f "$build_venv/.complete" ]; then
   touch "$build_venv/.complete"
 fi
 if ! SOURCE_DATE_EPOCH=315532800 "$build_venv/bin/pip" wheel --quiet --disable-pip-version-check --no-build-isolation \
-    --no-deps --wheel-dir "$out" "$IMAGES_REPO_ROOT" \
-    >"$out/.build.log" 2>&1; then
-  cat "$out/.build.log" >&2
+    --no-deps --wheel-dir "$out/project" "$IMAGES_REPO_ROOT" >"$out/build.log" 2>&1; then
+  cat "$out/build.log" >&2
   idie "building the omnikube wheel failed"
 fi
-rm -f "$out/.build.log"
+rm -f "$out/build.log"
 rm -rf "$IMAGES_REPO_ROOT/build/lib" "$IMAGES_REPO_ROOT/build/bdist."*
 # Hard links: the cache and the wheelhouse share one copy on disk.
-cp -l "$deps"/*.whl "$out"/ 2>/dev/null || cp "$deps"/*.whl "$out"/
-(cd "$out" && ls ./*.whl | sed 's|^\./||' | sort >requirements.lock)
+cp -l "$deps"/*.whl "$out/deps/" 2>/dev/null || cp "$deps"/*.whl "$out/deps/"
+(cd "$out" && ls deps/*.whl project/*.whl | sort >requirements.lock)
 ilog "wheelhouse ready: $out ($(wc -l <"$out/requirements.lock") wheels, $(du -sh "$out" | cut -f1))"
 echo "$out"
