@@ -10,6 +10,7 @@ looped WAV, 1.5 s of a speech-like tone then 4.5 s of silence, so the simulated 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -45,6 +46,16 @@ def speech_wav(tmp_path_factory) -> Path:
         out.setframerate(rate)
         out.writeframes((signal * 32767).astype("<i2").tobytes())
     return path
+
+
+def write_wav(path: Path, seconds: float, rate: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(rate * seconds)) / rate
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +276,53 @@ def test_a_half_duplex_call_answers_after_the_user_pauses_and_reopens_the_microp
     wait_js(browser, "omnikube.session.state === 'stopped'", 10)
 
 
+SPY_ON_SOCKETS = """
+window.sentFrames = [];
+const send = WebSocket.prototype.send;
+WebSocket.prototype.send = function (data) { window.sentFrames.push(data); return send.call(this, data); };
+"""
+
+
+def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepare(
+    service, browser_factory, speech_wav, tmp_path
+):
+    voice = tmp_path / "my voice.wav"
+    rate, seconds = 44_100, 2.0
+    t = np.arange(int(rate * seconds)) / rate
+    stereo = np.stack([0.2 * np.sin(2 * np.pi * 180 * t)] * 2, axis=1)
+    with wave.open(str(voice), "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes((stereo * 32767).astype("<i2").tobytes())
+    too_long = tmp_path / "long.wav"
+    write_wav(too_long, 25.0, 16_000)
+
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    upload = browser.find_element(By.CSS_SELECTOR, "#voice input[type=file]")
+    upload.send_keys(str(too_long))
+    wait_js(browser, "document.querySelector('#voice').innerText.includes('Audio too long: 25.0s (max 20s)')", 10)
+    upload.send_keys(str(voice))
+    wait_js(browser, "document.querySelector('#voice select').selectedOptions[0].text.startsWith('Uploaded: my voice.wav')", 10)
+
+    prompt = browser.find_element(By.ID, "system-prompt")
+    prompt.clear()
+    prompt.send_keys("You are a pirate. Answer in one sentence.")
+    browser.execute_script(SPY_ON_SOCKETS)
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    prepare = json.loads(browser.execute_script(
+        "return window.sentFrames.find(f => JSON.parse(f).type === 'prepare')"))
+    assert prepare["system_prompt"] == "You are a pirate. Answer in one sentence."
+    # 2 s of 44.1 kHz stereo became 2 s of 16 kHz mono float32: 32000 samples * 4 bytes.
+    ref = base64.b64decode(prepare["ref_audio_base64"])
+    assert abs(len(ref) // 4 - 32_000) <= 16
+    assert 0.1 < np.abs(np.frombuffer(ref, "<f4")).max() < 0.3
+    stop_duplex(browser)
+
+
 def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when_the_first_leaves(
     service, browser_factory, speech_wav
 ):
@@ -345,16 +403,6 @@ def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, 
     waiter.find_element(By.ID, "stop").click()
     holder.find_element(By.ID, "stop").click()
     wait_until(lambda: worker_states(service) == ["idle"], 15, "the worker to be released")
-
-
-def write_wav(path: Path, seconds: float, rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    t = np.arange(int(rate * seconds)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
 
 
 @pytest.fixture
