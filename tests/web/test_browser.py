@@ -33,29 +33,28 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 PLAYBACK_DELAY_MS = 350
 
 
-@pytest.fixture(scope="module")
-def speech_wav(tmp_path_factory) -> Path:
-    rate = 48_000
-    t = np.arange(int(rate * 1.5)) / rate
-    voiced = 0.3 * np.sin(2 * np.pi * 300 * t) * np.sin(2 * np.pi * 3 * t) ** 2
-    signal = np.concatenate([voiced, np.zeros(int(rate * 4.5))])
-    path = tmp_path_factory.mktemp("media") / "speech.wav"
+def write_wav(path: Path, signal: np.ndarray, rate: int) -> Path:
+    """16-bit WAV of `signal` (n samples, or n x channels) in -1..1."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
+        out.setnchannels(1 if signal.ndim == 1 else signal.shape[1])
         out.setsampwidth(2)
         out.setframerate(rate)
         out.writeframes((signal * 32767).astype("<i2").tobytes())
     return path
 
 
-def write_wav(path: Path, seconds: float, rate: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def tone(seconds: float, rate: int, freq: float = 220.0, amplitude: float = 0.2) -> np.ndarray:
     t = np.arange(int(rate * seconds)) / rate
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((0.2 * np.sin(2 * np.pi * 220 * t) * 32767).astype("<i2").tobytes())
+    return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+@pytest.fixture(scope="module")
+def speech_wav(tmp_path_factory) -> Path:
+    rate = 48_000
+    voiced = tone(1.5, rate, 300, 0.3) * np.sin(2 * np.pi * 3 * np.arange(int(rate * 1.5)) / rate) ** 2
+    signal = np.concatenate([voiced, np.zeros(int(rate * 4.5))])
+    return write_wav(tmp_path_factory.mktemp("media") / "speech.wav", signal, rate)
 
 
 @pytest.fixture(scope="module")
@@ -286,17 +285,8 @@ WebSocket.prototype.send = function (data) { window.sentFrames.push(data); retur
 def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepare(
     service, browser_factory, speech_wav, tmp_path
 ):
-    voice = tmp_path / "my voice.wav"
-    rate, seconds = 44_100, 2.0
-    t = np.arange(int(rate * seconds)) / rate
-    stereo = np.stack([0.2 * np.sin(2 * np.pi * 180 * t)] * 2, axis=1)
-    with wave.open(str(voice), "wb") as out:
-        out.setnchannels(2)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((stereo * 32767).astype("<i2").tobytes())
-    too_long = tmp_path / "long.wav"
-    write_wav(too_long, 25.0, 16_000)
+    voice = write_wav(tmp_path / "my voice.wav", np.stack([tone(2.0, 44_100)] * 2, axis=1), 44_100)
+    too_long = write_wav(tmp_path / "long.wav", tone(25.0, 16_000), 16_000)
 
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "audio_duplex")
@@ -410,8 +400,8 @@ def chat_recording(service) -> str:
     """A finished chat recording in the gateway's data dir, in the layout workers write (data.md §1)."""
     session_id = "chat_webui1"
     folder = service.data_dir / "sessions" / session_id
-    write_wav(folder / "user_audio" / "000.wav", 1.0, 16_000)
-    write_wav(folder / "ai_audio" / "turn_0.wav", 2.0, 24_000)
+    write_wav(folder / "user_audio" / "000.wav", tone(1.0, 16_000), 16_000)
+    write_wav(folder / "ai_audio" / "turn_0.wav", tone(2.0, 24_000), 24_000)
     meta = {"session_id": session_id, "app_type": "chat", "created_at": "2026-03-01T06:22:33.123456+00:00",
             "ended_at": "2026-03-01T06:22:41.001234+00:00", "duration_s": 7.9, "worker_id": 0,
             "title": "Chat 03-01 06:22", "config": {"system_prompt": "You are helpful."}}
