@@ -51,7 +51,7 @@ start_etcd() {
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "omnikube=http://127.0.0.1:$ETCD_PEER_PORT" \
     --logger zap --log-level warn
-  wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" -o /dev/null
+  wait_for etcd 30 curl -fs "http://127.0.0.1:$ETCD_CLIENT_PORT/health" -o /dev/null
 }
 
 start_apiserver() {

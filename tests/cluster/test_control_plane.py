@@ -1,6 +1,8 @@
 """The local control plane is a real, secured Kubernetes API: TLS against the cluster CA, RBAC
 enforced, and an API server restart that clients live through."""
 
+import ssl
+
 import httpx
 import pytest
 
@@ -11,7 +13,7 @@ pytestmark = pytest.mark.cluster
 
 def _get(cluster: Cluster, path: str, token: str | None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.get(cluster.server + path, headers=headers, verify=str(cluster.ca_file), timeout=10)
+    return httpx.get(cluster.server + path, headers=headers, verify=ssl.create_default_context(cafile=str(cluster.ca_file)), timeout=10)
 
 
 def test_the_admin_token_lists_namespaces_over_tls_verified_by_the_cluster_ca(k8s_cluster):
