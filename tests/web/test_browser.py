@@ -179,6 +179,22 @@ def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(s
     assert browser.execute_script("return omnikube.state.history.map(m => m.role)") == ["user", "assistant"]
 
 
+def test_a_non_streaming_voice_answer_arrives_whole_and_plays(service, browser):
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.find_element(By.ID, "opt-streaming").click()
+    browser.find_element(By.ID, "opt-voice").click()
+    browser.find_element(By.ID, "input").send_keys("One piece please.")
+    browser.find_element(By.ID, "send").click()
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    assert browser.execute_script("return document.querySelector('.msg.assistant').dataset.audioChunks") == "1"
+    assert "chat ·" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .meta").text
+    # The whole answer is one buffer on the running audio clock (playing, or already played).
+    assert browser.execute_script(
+        "return omnikube.player.schedule.chunks === 1 && omnikube.player.ctx.state === 'running'"
+        " && (omnikube.player.playing || omnikube.player.playedChunks === 1)")
+
+
 def test_a_chat_turn_carries_an_uploaded_image_and_a_push_to_talk_recording(service, browser_factory, speech_wav, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
