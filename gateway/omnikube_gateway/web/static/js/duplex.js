@@ -180,8 +180,9 @@ function send(message) {
 
 async function start() {
   if (session.state !== "stopped") return;
+  // Wake the audio output first, while the click still counts as a user gesture.
+  await player.ensureStarted();
   await voice.ready;
-  await player.ensureStarted(); // inside the click, so the browser lets us play sound
   player.delayMs = $("#opt-delay").value;
   Object.assign(session, {
     id: newSessionId(PREFIX), recordingId: null, prepareSent: false, chunksSent: 0, results: 0,

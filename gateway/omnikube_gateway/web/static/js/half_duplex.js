@@ -80,8 +80,9 @@ function prepareMessage() {
 
 async function start() {
   if (session.state !== "stopped") return;
-  await voice.ready;
+  // Wake the audio output first, while the click still counts as a user gesture.
   await player.ensureStarted();
+  await voice.ready;
   const rand = Array.from({ length: 8 }, () => Math.floor(Math.random() * 36).toString(36)).join("");
   Object.assign(session, { id: `hdx_${rand}`, turns: 0, chunksSent: 0, aiLine: null, deadline: null, micOpen: false });
   $("#session-id").textContent = session.id;

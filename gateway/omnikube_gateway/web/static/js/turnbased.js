@@ -23,7 +23,7 @@ const state = {
   history: [], // wire messages, without the system message
   attachments: [], // {kind: "image"|"audio", name, data, samples?}
   request: null, // the request in flight: {ws, bubble, ...}
-  recorder: null, // {capture, chunks, startedAt, held}
+  recorder: null, // {capture, chunks, startedAt, toggleStop}
 };
 
 const player = new StreamPlayer();
@@ -34,7 +34,7 @@ const voice = new VoicePicker($("#voice"), {
     if (text) $("#system-prompt").value = text;
   },
 });
-const queue = new QueuePanel($("#queue"), { onLeave: () => leaveQueue(), player });
+const queue = new QueuePanel($("#queue"), { onLeave: () => stopRequest(), player });
 const status = statusPill(3000, (s) => {
   const req = state.request;
   if (req && !req.started && !queue.countdown.queued) queue.estimate(estimateWaitFromStatus(s));
@@ -43,10 +43,7 @@ const status = statusPill(3000, (s) => {
 // For the browser tests and for curious users: the live objects of this page.
 window.omnikube = { state, player, queue, voice };
 
-frontendDefaults().then((d) => {
-  player.delayMs = d.playback_delay_ms;
-  state.playbackDelayMs = d.playback_delay_ms;
-});
+frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
 
 // ---------------------------------------------------------------- compose
@@ -245,8 +242,9 @@ async function send() {
   const text = input.value.trim();
   if (!text && state.attachments.length === 0) return;
   showError("");
+  // Wake the audio output first, while the click still counts as a user gesture.
+  await player.ensureStarted();
   await voice.ready;
-  await player.ensureStarted(); // inside the click/key gesture, so the browser lets us play sound
 
   const attachments = state.attachments;
   const content = attachments.length
@@ -431,10 +429,6 @@ function stopRequest() {
   if (queue.ticketId) api(`api/queue/${encodeURIComponent(queue.ticketId)}`, { method: "DELETE" }).catch(() => {});
   req.ws.close();
   finish(req, {});
-}
-
-function leaveQueue() {
-  stopRequest();
 }
 
 $("#send").addEventListener("click", send);
