@@ -22,7 +22,7 @@ import numpy as np
 import websockets
 
 CHUNK_SAMPLES = 16_000  # 1 s at 16 kHz
-OPEN_TIMEOUT_S = 120.0  # connect, wait for a worker, prepare
+OPEN_TIMEOUT_S = 60.0  # connect, wait for a worker, prepare
 
 
 def audio_chunk_message() -> bytes:
