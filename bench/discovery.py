@@ -8,7 +8,7 @@ Ready -> routed: a chat request waits in the gateway's queue while no worker exi
 starts just before the status patch that makes a pod Ready and stops when that request's answer
 arrives, i.e. when the first request was routed to the new worker and served (zero-delay worker).
 Deleted -> not routed: the clock starts just before the pod's deletion and stops when the gateway's
-`/workers` no longer lists it (polled every 5 ms). Not Ready -> not routed: the same for a status
+`/workers` no longer offers it (gone, or not ready; polled every 5 ms). Not Ready -> not routed: the same for a status
 patch to Ready=False.
 """
 
