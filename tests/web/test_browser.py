@@ -234,6 +234,31 @@ def test_over_https_the_chat_page_talks_to_the_gateway_through_wss(https_gateway
     assert "Secure hello" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
 
 
+def test_with_api_keys_on_a_page_opened_with_its_key_works_and_one_without_is_refused(sim_worker, browser_factory, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# test key\nsecret-key-1\n")
+    gateway = launch_gateway(tmp_path, [sim_worker], args=["--api-keys-file", str(keys)])
+    try:
+        browser = browser_factory()
+        browser.get(f"{gateway.url}/turnbased")  # no key: the page loads, the chat is refused
+        wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+        browser.find_element(By.ID, "input").send_keys("Let me in")
+        browser.find_element(By.ID, "send").click()
+        wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'error'", 15)
+        assert "refused the connection" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant").text
+
+        browser.get(f"{gateway.url}/turnbased?api_key=secret-key-1")
+        wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+        wait_js(browser, "document.querySelector('#status-pill').textContent.includes('idle')", 10)
+        browser.find_element(By.ID, "input").send_keys("Let me in")
+        browser.find_element(By.ID, "send").click()
+        wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+        assert "Let me in" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
+        browser.execute_script("localStorage.clear()")  # the remembered key must not leak into later tests
+    finally:
+        gateway.kill()
+
+
 def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_factory, speech_wav):
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "audio_duplex")

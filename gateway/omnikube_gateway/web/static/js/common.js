@@ -28,6 +28,14 @@ export function wsUrl(path) {
   return url.href;
 }
 
+/** Why a WebSocket closed, in words; `opened` = whether the handshake had succeeded. */
+export function closeReason(event, opened) {
+  if (!opened) {
+    return "the gateway refused the connection (app disabled, API key missing or wrong, or gateway unreachable)";
+  }
+  return `connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`;
+}
+
 /** fetch + JSON; throws an Error whose message carries the server's reason. */
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = {};

@@ -9,7 +9,7 @@
  * gateway holds early frames until a worker is assigned).
  * Speech from `result.audio_data` (24 kHz float32) plays as it arrives on a gapless timeline.
  */
-import { $, api, buildNav, el, frontendDefaults, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, closeReason, el, frontendDefaults, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -193,7 +193,9 @@ async function start() {
   setState("connecting");
   const ws = new WebSocket(wsUrl(`ws/duplex/${encodeURIComponent(session.id)}`));
   session.ws = ws;
+  let opened = false;
   ws.onopen = () => {
+    opened = true;
     session.prepareTimer = setTimeout(() => {
       if (session.state === "connecting") sendPrepare();
     }, PREPARE_GRACE_MS);
@@ -211,9 +213,9 @@ async function start() {
   };
   ws.onclose = (event) => {
     if (ws !== session.ws) return;
-    const reason = event.reason ? `: ${event.reason}` : "";
     if (session.state !== "stopping") {
-      logLine(log, event.code === 1000 ? "Session ended" : `Connection closed (${event.code}${reason})`, event.code === 1000 ? "system" : "error");
+      const normal = opened && event.code === 1000;
+      logLine(log, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
     }
     teardown();
   };

@@ -6,7 +6,7 @@
  * vad_state → generating → chunk* (text + 24 kHz speech) → turn_done. The microphone reopens a
  * moment after the scheduled speech has played, so the model does not hear itself.
  */
-import { $, api, buildNav, logLine, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, closeReason, logLine, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -89,11 +89,18 @@ async function start() {
   setState("connecting");
   const ws = new WebSocket(wsUrl(`ws/half_duplex/${session.id}`));
   session.ws = ws;
-  ws.onopen = () => send(prepareMessage());
+  let opened = false;
+  ws.onopen = () => {
+    opened = true;
+    send(prepareMessage());
+  };
   ws.onmessage = (event) => ws === session.ws && onFrame(JSON.parse(event.data));
   ws.onclose = (event) => {
     if (ws !== session.ws) return;
-    if (session.state !== "stopping") logLine(log, `Session ended (${event.code}${event.reason ? `: ${event.reason}` : ""})`);
+    if (session.state !== "stopping") {
+      const normal = opened && event.code === 1000;
+      logLine(log, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
+    }
     teardown();
   };
 }

@@ -8,7 +8,7 @@
  * (queue.js findOwnTicket), and failing that shows an estimate from /status. Stop and "Leave queue"
  * close the socket, which makes the gateway free the place or the worker.
  */
-import { $, api, buildNav, el, frontendDefaults, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, closeReason, el, frontendDefaults, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, float32ToBase64 } from "./pcm.js";
 import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
@@ -281,6 +281,7 @@ async function send() {
   status.refresh();
 
   req.ws.onopen = () => {
+    req.opened = true;
     req.ws.send(JSON.stringify(buildRequest(withVoice)));
     req.queuedAt = performance.now();
     req.queueTimer = setInterval(() => watchQueue(req), QUEUE_POLL_MS);
@@ -289,7 +290,7 @@ async function send() {
   req.ws.onmessage = (event) => onFrame(req, JSON.parse(event.data));
   req.ws.onerror = () => {};
   req.ws.onclose = (event) => {
-    if (!req.finished) finish(req, { error: req.cancelled ? null : `Connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})` });
+    if (!req.finished) finish(req, { error: req.cancelled ? null : closeReason(event, req.opened) });
   };
   $("#messages").scrollTop = $("#messages").scrollHeight;
 }
