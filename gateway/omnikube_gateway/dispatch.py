@@ -209,6 +209,10 @@ class Dispatcher:
         self._dispatch()
         return True
 
+    def can_dispatch_now(self) -> bool:
+        """A lease() entered now would get a worker without queueing."""
+        return len(self.queue) == 0 and bool(self.registry.available())
+
     def refresh(self) -> None:
         """Recompute positions and ETAs now (e.g. after the baselines changed)."""
         self._recompute()

@@ -52,6 +52,9 @@ async def chat(request: Request) -> Response:
         except ValueError:
             metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
             return error(400, "Request body must be a JSON object")
+    if request.app.state.dispatcher.can_dispatch_now():
+        # The common case needs no watch for a client leaving while queued: it will not queue.
+        return await _serve(request, body, {"queued": False})
     phase = {"queued": True}
     served = asyncio.ensure_future(_serve(request, body, phase))
     gone = asyncio.ensure_future(_disconnected(request))
