@@ -249,7 +249,8 @@ def test_a_spec_the_cluster_cannot_honour_degrades_with_the_reason(omni, start_o
 
 def test_workers_wait_for_the_model_download(omni, start_operator):
     start_operator()
-    omni.create("dl", spec(replicas=1, modelCache={"source": "download", "download": {"repoId": "openbmb/MiniCPM-o-4_5"}}))
+    omni.create("dl", spec(replicas=1, backend={"type": "minicpmo"},
+                           modelCache={"source": "download", "download": {"repoId": "openbmb/MiniCPM-o-4_5"}}))
     job = eventually(lambda: omni.api.list("batch/v1", "Job", omni.namespace, "omnikube.dev/deployment=dl"), 30,
                      "the download Job")[0]
     assert "MiniCPM-o-4_5" in str(job["spec"]["template"]["spec"]["containers"][0]["env"])
