@@ -58,17 +58,26 @@ def speech_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sim_worker(tmp_path_factory):
+def data_dir(tmp_path_factory) -> Path:
+    """Recordings: the worker writes them, the gateway serves them (one shared volume in a cluster)."""
+    return tmp_path_factory.mktemp("web-data")
+
+
+@pytest.fixture(scope="module")
+def sim_worker(tmp_path_factory, data_dir):
     """One simulated worker with real timings, for the whole module."""
-    worker = launch_worker(tmp_path_factory.mktemp("web-worker"))
+    log_dir = tmp_path_factory.mktemp("web-worker")
+    config = log_dir / "config.json"
+    config.write_text(json.dumps({"service": {"data_dir": str(data_dir)}}))
+    worker = launch_worker(log_dir, env={"OMNIKUBE_CONFIG": str(config)})
     yield worker
     worker.kill()
 
 
 @pytest.fixture(scope="module")
-def service(sim_worker, tmp_path_factory):
+def service(sim_worker, tmp_path_factory, data_dir):
     """The gateway (plain HTTP) in front of the module's worker, with a non-default playback delay."""
-    gateway = launch_gateway(tmp_path_factory.mktemp("web-gateway"), [sim_worker],
+    gateway = launch_gateway(tmp_path_factory.mktemp("web-gateway"), [sim_worker], args=["--data-dir", str(data_dir)],
                              config={"audio": {"playback_delay_ms": PLAYBACK_DELAY_MS}})
     yield gateway
     gateway.kill()
@@ -437,10 +446,10 @@ def test_the_admin_page_lists_workers_the_queue_and_edits_eta_settings(service, 
 
 
 @pytest.fixture
-def chat_recording(service) -> str:
+def chat_recording(data_dir) -> str:
     """A finished chat recording in the gateway's data dir, in the layout workers write (data.md §1)."""
     session_id = "chat_webui1"
-    folder = service.data_dir / "sessions" / session_id
+    folder = data_dir / "sessions" / session_id
     write_wav(folder / "user_audio" / "000.wav", tone(1.0, 16_000), 16_000)
     write_wav(folder / "ai_audio" / "turn_0.wav", tone(2.0, 24_000), 24_000)
     meta = {"session_id": session_id, "app_type": "chat", "created_at": "2026-03-01T06:22:33.123456+00:00",
@@ -463,6 +472,8 @@ def test_a_recorded_session_plays_back_in_the_session_viewer(service, browser, c
     wait_js(browser, "document.querySelectorAll('#content .msg').length === 2", 15)
     assert "Please remember this." in browser.find_element(By.ID, "content").text
     assert "Chat 03-01 06:22" in browser.find_element(By.ID, "title").text
+    info = browser.find_element(By.ID, "info").text
+    assert "Duration: 7.9s" in info and "null" not in info and "Comment" not in info
     sources = browser.execute_script("return [...document.querySelectorAll('#content audio')].map(a => a.src)")
     assert len(sources) == 2 and all(httpx.get(src, timeout=10).status_code == 200 for src in sources)
     # The element really decodes and plays the recording.
@@ -481,3 +492,33 @@ def test_the_admin_page_plays_back_a_recent_session(service, browser, chat_recor
     browser.execute_script("document.querySelector('#playback .msg.assistant audio').play()")
     wait_js(browser, "document.querySelector('#playback .msg.assistant audio').currentTime > 0.2", 10)
     screenshot(browser, "admin-playback")
+
+
+def test_a_live_chat_and_a_duplex_session_are_replayed_from_the_workers_recordings(service, browser_factory, speech_wav):
+    chat = browser_factory()
+    open_page(chat, service, "turnbased")
+    wait_js(chat, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    chat.find_element(By.ID, "opt-voice").click()
+    chat.find_element(By.ID, "input").send_keys("Record me")
+    chat.find_element(By.ID, "send").click()
+    wait_js(chat, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    chat_link = chat.find_element(By.CSS_SELECTOR, ".msg.assistant .meta a").get_attribute("href")
+
+    duplex = live_session(browser_factory, service, speech_wav)
+    wait_js(duplex, "omnikube.player.schedule.chunks >= 1", 30)
+    duplex_id = duplex.execute_script("return omnikube.session.recordingId")
+    stop_duplex(duplex)
+
+    for session_id in (chat_link.rsplit("/", 1)[-1], duplex_id):
+        wait_until(lambda: service.get(f"/api/sessions/{session_id}/recording").status_code == 200, 30,
+                   f"the worker to finalise {session_id}")
+    chat.get(chat_link)
+    wait_js(chat, "document.querySelectorAll('#content .msg').length === 2", 15)
+    assert "Record me" in chat.find_element(By.ID, "content").text
+    src = chat.execute_script("return document.querySelector('#content .msg.assistant audio')?.src")
+    assert src and httpx.get(src, timeout=10).status_code == 200
+
+    open_page(chat, service, f"s/{duplex_id}")
+    wait_js(chat, "document.querySelectorAll('#content tbody tr').length >= 3", 15)
+    assert "SPEAK" in chat.find_element(By.ID, "content").text
+    screenshot(chat, "session-viewer-duplex")

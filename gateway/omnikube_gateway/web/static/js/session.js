@@ -25,8 +25,8 @@ function renderInfo(meta, comment) {
     el("div", {}, `Created: ${meta.created_at ? new Date(meta.created_at).toLocaleString() : "—"}`),
     el("div", {}, `Duration: ${meta.duration_s != null ? `${meta.duration_s}s` : "active"}`),
     el("div", {}, `Worker: GPU ${meta.worker_id ?? "?"}`),
-    comment ? el("p", {}, `Comment: ${comment}`) : null,
     el("details", {}, el("summary", {}, "Config"), el("pre", {}, JSON.stringify(meta.config ?? {}, null, 2))));
+  if (comment) $("#info").append(el("p", {}, `Comment: ${comment}`));
 }
 
 function renderDuplex(rec) {
