@@ -60,7 +60,7 @@ main() {
   stop_node
   stop_proc kube-scheduler
   stop_proc kube-controller-manager
-  stop_proc kube-apiserver
+  stop_proc kube-apiserver 5
   stop_proc etcd
   remove_guards
   rm -f "$CLUSTER_DIR/users/"* 2>/dev/null || true

@@ -38,6 +38,16 @@ install_node_guards() {
     ip route add "$SERVICE_CIDR" dev docker0
     echo "ip route del $SERVICE_CIDR dev docker0" >>"$GUARDS_FILE"
   fi
+  # A pod's packet to the service range comes in on docker0 and would leave by it again, so the
+  # host would answer with an ICMP redirect ("that address is on your link"): the pod then ARPs for
+  # a ClusterIP, waits and times out instead of getting the REJECT below. No redirects from here.
+  local key
+  for key in all docker0; do
+    if [ "$(sysctl -n "net.ipv4.conf.$key.send_redirects")" != 0 ]; then
+      sysctl -qw "net.ipv4.conf.$key.send_redirects=0"
+      echo "sysctl -qw net.ipv4.conf.$key.send_redirects=1" >>"$GUARDS_FILE"
+    fi
+  done
   if ! iptables -w -t filter -L DOCKER-USER -n >/dev/null 2>&1; then
     iptables -w -t filter -N DOCKER-USER
     echo "iptables -w -t filter -X DOCKER-USER" >>"$GUARDS_FILE"

@@ -44,18 +44,29 @@ proc_alive() {
 }
 
 # start_proc NAME [VAR=value...] BINARY ARGS...: run in its own session, log to logs/NAME.log,
-# remember the pid, the binary and the command line (restart-apiserver.sh replays it).
+# remember the pid, the binary and the command line (restart_proc replays it).
 start_proc() {
   local name=$1; shift
   local -a envs=()
   while [[ $1 == *=* ]]; do envs+=("$1"); shift; done
   mkdir -p "$PIDS_DIR" "$LOG_DIR"
   readlink -f "$(command -v "$1")" >"$PIDS_DIR/$name.exe"
-  printf '%q ' env "${envs[@]}" "$@" >"$PIDS_DIR/$name.cmd"
+  printf '%q ' "${envs[@]}" "$@" >"$PIDS_DIR/$name.cmd"
   # setsid and env exec in place (a background job is no group leader): $! is the process itself.
   # fd 9 is the cluster lock: a daemon must not inherit it and hold it for its whole life.
   setsid env "${envs[@]}" "$@" >>"$LOG_DIR/$name.log" 2>&1 </dev/null 9>&- &
   echo $! >"$PIDS_DIR/$name.pid"
+}
+
+# restart_proc NAME [STOP_TIMEOUT]: stop NAME and start it again with its last command line.
+restart_proc() {
+  local name=$1 stop_timeout=${2:-20}
+  [ -f "$PIDS_DIR/$name.cmd" ] || die "$name was never started from $CLUSTER_DIR"
+  local saved
+  saved=$(cat "$PIDS_DIR/$name.cmd")
+  stop_proc "$name" "$stop_timeout"
+  eval "set -- $saved"
+  start_proc "$name" "$@"
 }
 
 stop_proc() {

@@ -182,8 +182,8 @@ YAML
     --root-dir "$dir/root" --cert-dir "$dir/pki" \
     --container-runtime docker --docker-endpoint "unix://$DOCKER_SOCK" \
     --experimental-dockershim-root-directory "$dir/dockershim" \
-    --remote-runtime-endpoint "unix://$dir/dockershim.sock" \
-    --remote-image-endpoint "unix://$dir/dockershim.sock" \
+    --container-runtime-endpoint "unix://$dir/dockershim.sock" \
+    --image-service-endpoint "unix://$dir/dockershim.sock" \
     --pod-infra-container-image "$PAUSE_IMAGE" \
     --register-node=true
 }
