@@ -44,8 +44,6 @@ router = APIRouter()
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 AUDIO_TTL_S = 3600
-BUSY_RETRIES = 10
-BUSY_RETRY_DELAY_S = 0.5
 OWNER = "openbmb"
 ALIAS = "minicpm-o-4.5"
 
@@ -117,10 +115,6 @@ class _WorkerLost(Exception):
     pass
 
 
-class _WorkerBusy(Exception):
-    pass
-
-
 @dataclass
 class CompletionJob:
     """One completion on one leased worker, run as its own task, reported through `events`."""
@@ -148,7 +142,7 @@ class CompletionJob:
             async with self.dispatcher.lease(self.task_type, on_update=self._queued) as lease:
                 self.events.put_nowait(Event("assigned"))
                 try:
-                    await asyncio.wait_for(self._talk_with_retry(f"{lease.ws_url}/ws/chat"), self.timeout_s)
+                    await asyncio.wait_for(self._talk(f"{lease.ws_url}/ws/chat"), self.timeout_s)
                 except _WorkerLost as exc:
                     lease.fail(str(exc))
                     raise worker_failed(f"The worker failed during the request: {exc}") from None
@@ -168,17 +162,6 @@ class CompletionJob:
 
     def _fail(self, error: OpenAIError) -> None:
         self.events.put_nowait(Event("error", error=error))
-
-    async def _talk_with_retry(self, url: str) -> None:
-        # A worker handed over the moment its previous session ended may still be cleaning up
-        # (the original gateway retried for the same reason); it says "busy" before doing anything.
-        for attempt in range(BUSY_RETRIES):
-            try:
-                return await self._talk(url)
-            except _WorkerBusy as busy:
-                if attempt + 1 == BUSY_RETRIES:
-                    raise _WorkerLost(str(busy)) from None
-                await asyncio.sleep(BUSY_RETRY_DELAY_S)
 
     async def _talk(self, url: str) -> None:
         try:
@@ -206,8 +189,6 @@ class CompletionJob:
                     return
                 elif kind == "error":
                     message_text = str(frame.get("error") or "inference failed")
-                    if "busy" in message_text.lower():
-                        raise _WorkerBusy(message_text)
                     raise model_failed(f"The model failed: {message_text}")
             raise _WorkerLost("the worker closed the connection before answering")
         except ConnectionClosed as exc:

@@ -65,7 +65,6 @@ class RealtimeLimits:
     prepare_timeout_s: float = 60.0   # worker `prepare` to `prepared`
     result_timeout_s: float = 30.0    # a chunk sent and no worker frame since: the worker hangs
     stop_grace_s: float = 3.0         # `stop` to `stopped` before the socket is simply closed
-    connect_attempts: int = 10        # 0.5 s apart: a worker handed over at once may still be cleaning up
 
     @classmethod
     def from_app(cls, app: Any) -> "RealtimeLimits":
@@ -274,15 +273,10 @@ class RealtimeSession:
         # Audio sessions carry the `adx_` prefix so the worker labels its recording as audio duplex.
         worker_sid = (AUDIO_DUPLEX_PREFIX if self.mode == "audio" else "") + self.session_id
         url = f"{lease.ws_url}/ws/duplex?session_id={worker_sid}"
-        last_error: Exception | None = None
-        for attempt in range(self.limits.connect_attempts):
-            try:
-                return await ws_connect(url, max_size=WS_MAX_MESSAGE_BYTES, open_timeout=5)
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-                last_error = exc
-                if attempt + 1 < self.limits.connect_attempts:
-                    await asyncio.sleep(0.5)
-        raise _WorkerLost(f"could not connect to worker {lease.worker_id}: {last_error}")
+        try:
+            return await ws_connect(url, max_size=WS_MAX_MESSAGE_BYTES, open_timeout=10)
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            raise _WorkerLost(f"could not connect to worker {lease.worker_id}: {exc}") from None
 
     async def _await_prepared(self, worker: ClientConnection) -> dict[str, Any]:
         while True:

@@ -146,8 +146,9 @@ async def test_interrupt_makes_the_model_listen_on_the_next_chunk(one_worker_gat
     await until(session, lambda e: isinstance(e, AudioDelta))
     session.interrupt()
     await session.send_audio(silence())
-    interrupted = await until(session, lambda e: isinstance(e, (TurnCompleted, AudioDelta)))
-    assert isinstance(interrupted[0], Interrupted) and isinstance(interrupted[-1], TurnCompleted)
+    interrupted = await until(session, lambda e: isinstance(e, (Interrupted, AudioDelta)))
+    assert isinstance(interrupted[-1], Interrupted)  # text of the step already answered may come first
+    assert isinstance((await until(session, lambda e: isinstance(e, (TurnCompleted, AudioDelta))))[-1], TurnCompleted)
     await session.send_audio(silence())  # no interrupt: the model goes on with its answer
     assert isinstance((await until(session, lambda e: isinstance(e, (TurnCompleted, AudioDelta))))[-1], AudioDelta)
     await session.close()

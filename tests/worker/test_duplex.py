@@ -216,8 +216,8 @@ def test_a_client_that_vanishes_mid_session_frees_the_worker(client):
 
 
 @pytest.mark.timeout(20)
-def test_a_second_session_is_refused_with_1013_before_accept_at_once(worker_client):
-    client = worker_client(busy_grace_s=60.0)  # waiting would blow the timeout
+def test_a_second_session_is_refused_with_1013_before_accept_after_the_busy_grace(worker_client):
+    client = worker_client(busy_grace_s=0.2)
     with client.websocket_connect("/ws/duplex?session_id=adx_1") as ws:
         prepare(ws)
         with pytest.raises(WebSocketDisconnect) as refused:

@@ -1,9 +1,10 @@
 """The worker's state and its one-session-at-a-time admission.
 
 Only `WorkerState` changes `worker_status` and `current_session_id`. A session holds a `Lease`
-from admission until its cleanup is done. A newcomer is turned away at once when another session
-is running; it only waits (up to `busy_grace_s`, without polling) when the previous session has
-already ended and is freeing its caches, which is the case the original's 5 s wait was meant for.
+from admission until its cleanup is done. A newcomer waits (up to `busy_grace_s`, without polling)
+for the running session to be freed before it is turned away: the gateway hands a worker to the
+next client the moment the previous client's socket closes, which can be before this process has
+even noticed that disconnect. The gateway's queue, not this wait, is what keeps clients apart.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class WorkerState:
         """Admit one session, or raise NotReady / Busy."""
         if not self.ready:
             raise NotReady()
-        if self._lease is not None and self._lease.cleaning:
+        if self._lease is not None:
             freed = self._freed
             try:
                 await asyncio.wait_for(freed.wait(), timeout=self.busy_grace_s)
