@@ -79,6 +79,15 @@ class RecordingSection(_Section):
     max_storage_gb: float = Field(-1, ge=-1, description="Cap on recording storage; -1 means no cap.")
 
 
+class RealtimeSection(_Section):
+    """Limits of `/v1/realtime` sessions (not in the seed's file; the Realtime protocol's defaults)."""
+
+    audio_max_session_s: float = Field(600.0, gt=0, description="Longest audio-mode Realtime session (s).")
+    video_max_session_s: float = Field(300.0, gt=0, description="Longest video-mode Realtime session (s).")
+    max_kv_tokens: int = Field(8192, ge=1, description="Context size at which a Realtime session is closed with context_full.")
+    result_timeout_s: float = Field(30.0, gt=0, description="A worker silent this long after a chunk is treated as hung (s).")
+
+
 class OmniConfig(_Section):
     """The whole `config.json`."""
 
@@ -87,6 +96,7 @@ class OmniConfig(_Section):
     service: ServiceSection = Field(default_factory=ServiceSection)
     duplex: DuplexSection = Field(default_factory=DuplexSection)
     recording: RecordingSection = Field(default_factory=RecordingSection)
+    realtime: RealtimeSection = Field(default_factory=RealtimeSection)
 
 
 class ConfigError(ValueError):

@@ -23,6 +23,7 @@ from omnikube.config import (
     DuplexSection,
     ModelSection,
     OmniConfig,
+    RealtimeSection,
     RecordingSection,
     ServiceSection,
 )
@@ -76,6 +77,12 @@ class DuplexSpec(DuplexSection):
 
 class RecordingSpec(RecordingSection):
     """Session recording settings (config.json `recording`)."""
+
+    model_config = _API
+
+
+class RealtimeSpec(RealtimeSection):
+    """Limits of sessions on the gateway's /v1/realtime (MiniCPM-o Realtime protocol)."""
 
     model_config = _API
 
@@ -282,6 +289,7 @@ class OmniDeploymentSpec(_ApiModel):
     service: ServiceSpec = Field(default_factory=ServiceSpec, description="Ports, queue, timeouts, compile and ETA settings.")
     duplex: DuplexSpec = Field(default_factory=DuplexSpec, description="Full-duplex session settings.")
     recording: RecordingSpec = Field(default_factory=RecordingSpec, description="Session recording settings.")
+    realtime: RealtimeSpec = Field(default_factory=RealtimeSpec, description="Limits of /v1/realtime sessions.")
     backend: BackendSpec = Field(default_factory=BackendSpec, description="Real model or simulated stand-in.")
     workers: WorkersSpec = Field(default_factory=WorkersSpec, description="Per-GPU worker pods.")
     gateway: GatewaySpec = Field(default_factory=GatewaySpec, description="The gateway Deployment and Service.")
@@ -356,6 +364,7 @@ def render_config(spec: OmniDeploymentSpec, model_path: str | None = None) -> Om
         service=spec.service.model_dump(),
         duplex=spec.duplex.model_dump(),
         recording=spec.recording.model_dump(),
+        realtime=spec.realtime.model_dump(),
     )
     if model_path is not None:
         config.model.model_path = model_path
