@@ -27,7 +27,8 @@ remove_containers() {
 
 unmount_leftovers() {
   # Deepest first: secret/projected tmpfs and docker's overlay mounts under the state dir.
-  findmnt -rn -o TARGET | grep -F "$CLUSTER_DIR/" | sort -r | while read -r m; do
+  local m
+  for m in $(findmnt -rn -o TARGET | grep -F "$CLUSTER_DIR/" | sort -r || true); do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
   done
 }

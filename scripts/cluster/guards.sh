@@ -79,7 +79,7 @@ remove_runtime_chains() {
       | while read -r rule; do
           # shellcheck disable=SC2086
           iptables -w -t "$table" ${rule/-A/-D} 2>/dev/null || true
-        done
+        done || true  # nothing left to delete is fine
     for chain in $(iptables -w -t "$table" -S 2>/dev/null | awk '$1=="-N" && ($2 ~ /^DOCKER/ || $2 ~ /^KUBE-/) {print $2}'); do
       [ "$chain" = DOCKER-USER ] && continue
       iptables -w -t "$table" -F "$chain" 2>/dev/null || true

@@ -82,7 +82,7 @@ start_controllers() {
     start_proc kube-controller-manager "$K8S_BIN/kube-controller-manager" \
       --kubeconfig "$KUBECONFIG_PATH" \
       --authentication-kubeconfig "$KUBECONFIG_PATH" --authorization-kubeconfig "$KUBECONFIG_PATH" \
-      --leader-elect=false --bind-address 127.0.0.1 --port 0 \
+      --leader-elect=false --bind-address 127.0.0.1 --port 0 --secure-port "$CONTROLLER_MANAGER_PORT" \
       --cert-dir "$CLUSTER_DIR/controller-manager" \
       --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
       --use-service-account-credentials=false --cluster-name omnikube --profiling=false
@@ -92,7 +92,7 @@ start_controllers() {
     start_proc kube-scheduler "$K8S_BIN/kube-scheduler" \
       --kubeconfig "$KUBECONFIG_PATH" \
       --authentication-kubeconfig "$KUBECONFIG_PATH" --authorization-kubeconfig "$KUBECONFIG_PATH" \
-      --leader-elect=false --bind-address 127.0.0.1 --port 0 \
+      --leader-elect=false --bind-address 127.0.0.1 --port 0 --secure-port "$SCHEDULER_PORT" \
       --cert-dir "$CLUSTER_DIR/scheduler" --profiling=false
   fi
 }
