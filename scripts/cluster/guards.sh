@@ -22,6 +22,7 @@ install_host_guards() {
 # routed onto it, and DOCKER-USER (which dockerd keeps and jumps to first from FORWARD) rejecting
 # unserved ClusterIPs and anything leaving docker0 for another interface.
 install_node_guards() {
+  local key
   install_host_guards
   # dockerd turns on forwarding and sets FORWARD's policy to DROP; put both back at teardown.
   if ! grep -q "ip_forward" "$GUARDS_FILE" 2>/dev/null; then
@@ -38,10 +39,16 @@ install_node_guards() {
     ip route add "$SERVICE_CIDR" dev docker0
     echo "ip route del $SERVICE_CIDR dev docker0" >>"$GUARDS_FILE"
   fi
+  # The kubelet and kube-proxy set these kernel settings and never put them back.
+  if ! grep -q "kernel.panic_on_oops" "$GUARDS_FILE" 2>/dev/null; then
+    for key in vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops \
+               kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.conf.all.route_localnet; do
+      [ -e "/proc/sys/${key//.//}" ] && echo "sysctl -qw $key=$(sysctl -n "$key")" >>"$GUARDS_FILE"
+    done
+  fi
   # A pod's packet to the service range comes in on docker0 and would leave by it again, so the
   # host would answer with an ICMP redirect ("that address is on your link"): the pod then ARPs for
   # a ClusterIP, waits and times out instead of getting the REJECT below. No redirects from here.
-  local key
   for key in all docker0; do
     if [ "$(sysctl -n "net.ipv4.conf.$key.send_redirects")" != 0 ]; then
       sysctl -qw "net.ipv4.conf.$key.send_redirects=0"
