@@ -252,6 +252,8 @@ main() {
   start_apiserver
   start_controllers
   [ "$want_node" = 1 ] && start_node
+  # Started or claimed by hand: the pytest fixtures must not stop it when their sessions end.
+  [ "${OMNIKUBE_CLUSTER_BY_FIXTURE:-}" = 1 ] || rm -f "$CLUSTER_DIR/fixture-owned"
   log "cluster ready (${SECONDS}s); kubectl: $KUBECTL"
   echo "$KUBECONFIG_PATH"
 }
