@@ -207,6 +207,7 @@ def test_a_non_streaming_voice_answer_arrives_whole_and_plays(service, browser):
 def test_a_chat_turn_carries_an_uploaded_image_and_a_push_to_talk_recording(service, browser_factory, speech_wav, tmp_path):
     from PIL import Image
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
 
     picture = tmp_path / "picture.png"
     Image.new("RGB", (64, 48), (200, 40, 40)).save(picture)
@@ -223,6 +224,18 @@ def test_a_chat_turn_carries_an_uploaded_image_and_a_push_to_talk_recording(serv
     ActionChains(browser).release(mic).perform()
     wait_js(browser, "omnikube.state.attachments.some(a => a.kind === 'audio')", 10)
 
+    # The same with the Space bar held in the empty compose box.
+    browser.find_element(By.ID, "input").click()
+    ActionChains(browser).key_down(Keys.SPACE).perform()
+    wait_js(browser, "omnikube.state.recorder && omnikube.state.recorder.chunks.length >= 5", 10)
+    ActionChains(browser).key_up(Keys.SPACE).perform()
+    wait_js(browser, "omnikube.state.attachments.filter(a => a.kind === 'audio').length === 2", 10)
+    assert browser.find_element(By.ID, "input").get_attribute("value") == ""  # no stray space typed
+
+    prompt = browser.find_element(By.ID, "system-prompt")
+    prompt.send_keys(" Be brief.")  # spaces typed into other fields are text, not push-to-talk
+    assert prompt.get_attribute("value").endswith(" Be brief.")
+    assert browser.execute_script("return omnikube.state.recorder") is None
     browser.find_element(By.ID, "input").send_keys("What do you see and hear?")
     browser.find_element(By.ID, "send").click()
     wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
@@ -503,18 +516,27 @@ def test_a_live_chat_and_a_duplex_session_are_replayed_from_the_workers_recordin
     chat.find_element(By.ID, "send").click()
     wait_js(chat, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
     chat_link = chat.find_element(By.CSS_SELECTOR, ".msg.assistant .meta a").get_attribute("href")
+    chat_id = chat_link.rsplit("/", 1)[-1]
+
+    # Share with a comment: the comment is stored with the recording, the link is handed out.
+    chat.find_element(By.CSS_SELECTOR, "#share button.share").click()
+    chat.find_element(By.CSS_SELECTOR, "#share dialog textarea").send_keys("A fine answer.")
+    chat.find_element(By.CSS_SELECTOR, "#share dialog button.primary").click()
+    wait_js(chat, "document.querySelector('#share dialog [role=status]').innerText.includes('/s/')", 10)
+    assert service.get(f"/api/sessions/{chat_id}/comment").json()["comment"] == "A fine answer."
 
     duplex = live_session(browser_factory, service, speech_wav)
     wait_js(duplex, "omnikube.player.schedule.chunks >= 1", 30)
     duplex_id = duplex.execute_script("return omnikube.session.recordingId")
     stop_duplex(duplex)
 
-    for session_id in (chat_link.rsplit("/", 1)[-1], duplex_id):
+    for session_id in (chat_id, duplex_id):
         wait_until(lambda: service.get(f"/api/sessions/{session_id}/recording").status_code == 200, 30,
                    f"the worker to finalise {session_id}")
     chat.get(chat_link)
     wait_js(chat, "document.querySelectorAll('#content .msg').length === 2", 15)
     assert "Record me" in chat.find_element(By.ID, "content").text
+    assert "Comment: A fine answer." in chat.find_element(By.ID, "info").text
     src = chat.execute_script("return document.querySelector('#content .msg.assistant audio')?.src")
     assert src and httpx.get(src, timeout=10).status_code == 200
 

@@ -13,6 +13,7 @@ import { $, api, buildNav, closeReason, el, frontendDefaults, logLine, newSessio
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
+import { ShareButton } from "./share.js";
 import { VoicePicker } from "./voice.js";
 
 const OMNI = /\/omni\/?$/.test(location.pathname);
@@ -35,6 +36,7 @@ const voice = new VoicePicker($("#voice"), {
     if (preset.system_prompt) $("#system-prompt").value = preset.system_prompt;
   },
 });
+const share = new ShareButton($("#share"), OMNI ? "omni_duplex" : "audio_duplex");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(10000);
 
@@ -289,6 +291,7 @@ async function onPrepared(frame) {
   session.recordingId = frame.recording_session_id ?? null;
   if (session.recordingId) {
     rememberSession(session.recordingId, OMNI ? "omni_duplex" : "audio_duplex");
+    share.setSession(session.recordingId);
     const link = el("a", { href: `s/${encodeURIComponent(session.recordingId)}`, target: "_blank" }, "recording");
     logLine(log, "").append(`Prepared (${frame.prompt_length ?? "?"} tokens) — `, link);
   } else {

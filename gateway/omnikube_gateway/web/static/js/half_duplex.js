@@ -10,6 +10,7 @@ import { $, api, buildNav, closeReason, logLine, rememberSession, statusPill, ws
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
+import { ShareButton } from "./share.js";
 import { VoicePicker } from "./voice.js";
 
 const CHUNK_SAMPLES = 8000; // 0.5 s at 16 kHz
@@ -18,6 +19,7 @@ const REOPEN_AFTER_MS = 800;
 const log = $("#log");
 const player = new StreamPlayer({ delayMs: 50 });
 const voice = new VoicePicker($("#voice"), { mode: "half_duplex_audio" });
+const share = new ShareButton($("#share"), "half_duplex_audio");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
 buildNav("half_duplex");
@@ -164,6 +166,7 @@ async function onPrepared(frame) {
   queue.done();
   const recording = frame.recording_session_id ?? null;
   if (recording) rememberSession(recording, "half_duplex_audio");
+  share.setSession(recording);
   session.deadline = Date.now() + (frame.timeout_s ?? 300) * 1000;
   session.capture = new MicCapture({
     chunkSize: CHUNK_SAMPLES,

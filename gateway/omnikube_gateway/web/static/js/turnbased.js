@@ -13,6 +13,7 @@ import { MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, float32ToBase64 } from "./pcm.js";
 import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
 import { QueuePanel } from "./queue-view.js";
+import { ShareButton } from "./share.js";
 import { VoicePicker } from "./voice.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
@@ -34,6 +35,7 @@ const voice = new VoicePicker($("#voice"), {
     if (text) $("#system-prompt").value = text;
   },
 });
+const share = new ShareButton($("#share"), "chat");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stopRequest(), player });
 const status = statusPill(3000, (s) => {
   const req = state.request;
@@ -163,19 +165,27 @@ document.addEventListener("keydown", (event) => {
     stopRecording({ keep: false });
     return;
   }
-  const inBox = document.activeElement === input;
-  if (event.code === "Space" && !event.repeat && (!inBox || input.value === "") &&
-      !(document.activeElement instanceof HTMLButtonElement)) {
+  if (event.code === "Space" && !event.repeat && spaceTalks()) {
     event.preventDefault();
+    state.spaceDown = true;
     pressStart();
   }
 });
 document.addEventListener("keyup", (event) => {
-  if (event.code === "Space" && state.recorder) {
+  if (event.code === "Space" && state.spaceDown) {
     event.preventDefault();
+    state.spaceDown = false;
     pressEnd();
   }
 });
+
+/** Space means "talk" in the empty compose box or when nothing that takes typing has focus. */
+function spaceTalks() {
+  const focused = document.activeElement;
+  if (focused === input) return input.value === "";
+  const typing = focused?.isContentEditable || ["INPUT", "TEXTAREA", "SELECT", "BUTTON"].includes(focused?.tagName);
+  return !typing && !document.querySelector("dialog[open]");
+}
 input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
@@ -391,6 +401,7 @@ function finish(req, { done, error }) {
     meta.append(`${$("#opt-streaming").checked ? "streaming" : "chat"} · ${seconds}s · in ${done.input_tokens ?? "?"} · gen ${done.generated_tokens ?? "?"}`);
     if (done.recording_session_id) {
       rememberSession(done.recording_session_id, "chat");
+      share.setSession(done.recording_session_id);
       meta.append(" · ", el("a", { href: `s/${encodeURIComponent(done.recording_session_id)}`, target: "_blank" }, "recording"));
     }
     req.bubble.dataset.state = "done";
