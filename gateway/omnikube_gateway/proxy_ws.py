@@ -86,11 +86,13 @@ class Inbox:
         self.relaying = False
 
     async def put(self, frame) -> None:
-        if self.relaying:
+        if frame is CLOSED:
+            pass  # the end marker never waits for room
+        elif self.relaying:
             while len(self._items) >= RELAY_WINDOW:
                 self._space.clear()
                 await self._space.wait()
-        elif frame is not CLOSED and self._bytes + len(frame) > QUEUED_BUFFER_BYTES:
+        elif self._bytes + len(frame) > QUEUED_BUFFER_BYTES:
             raise InboxOverflow()
         self._items.append(frame)
         self._bytes += 0 if frame is CLOSED else len(frame)
@@ -252,7 +254,6 @@ async def _read_client(ws: WebSocket, inbox: Inbox, gone: asyncio.Event) -> None
         pass
     finally:
         gone.set()
-        inbox.relaying = False  # never block on the sentinel
         await inbox.put(CLOSED)
 
 

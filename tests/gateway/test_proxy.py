@@ -131,3 +131,14 @@ def test_legacy_streaming_is_relayed(one):
         assert recv_until(ws, "prefill_done")[-1]["type"] == "prefill_done"
         ws.send(json.dumps({"type": "generate", "session_id": "s"}))
         assert recv_until(ws, "done")[-1]["type"] == "done"
+
+
+def test_a_duplex_session_the_client_ends_by_closing_is_a_normal_eta_sample(one):
+    _, gateway = one
+    samples = lambda: gateway.get("/api/config/eta").json()["ema_audio_duplex_samples"]  # noqa: E731
+    before = samples()
+    with connect(f"{gateway.ws_url}/ws/duplex/adx_closes") as ws:
+        recv(ws)
+        ws.send(json.dumps({"type": "prepare"}))
+        recv_until(ws, "prepared")
+    wait_until(lambda: samples() == before + 1, 10, "the session's duration to be recorded")
