@@ -50,11 +50,11 @@ def session(worker_proc) -> Iterator[None]:
 
 def ready_workers(omni, start_worker, name: str, count: int) -> dict[str, Any]:
     """Wait for `count` worker pods and make each Ready, backed by its own simulated worker."""
-    omni.wait_workers(name, [worker(name, i) for i in range(count)])
-    procs = {}
-    for i in range(count):
-        procs[worker(name, i)] = proc = start_worker(zero_delay=True)
-        omni.fake_ready(worker(name, i), proc.port)
+    procs = {worker(name, i): start_worker(zero_delay=True, wait=False) for i in range(count)}  # start in parallel
+    omni.wait_workers(name, sorted(procs))
+    for pod_name, proc in procs.items():
+        proc.wait_status("idle", deadline_s=30)
+        omni.fake_ready(pod_name, proc.port)
     return procs
 
 
