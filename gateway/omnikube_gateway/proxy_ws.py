@@ -40,7 +40,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, ConnectionClosedOK, InvalidHandshake, InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from omnikube.protocol import AUDIO_DUPLEX_PREFIX, WS_MAX_MESSAGE_BYTES, TaskType
 
@@ -357,12 +357,14 @@ async def _relay(ws: WebSocket, upstream: ClientConnection, inbox: Inbox, lease:
                 await _send_error(ws, f"Worker {lease.worker_id} failed mid-session ({reason}); the session has ended")
                 await _close(ws, 1011, "Worker failed")
             else:
+                if code not in (1000, 1001):
+                    lease.worker_error()  # the worker ended the session with an error code: alive, but not a sample
                 await _close(ws, code or 1000, reason or "")
         elif to_worker in done:
             result = to_worker.exception() or to_worker.result()
             if result == "client_closed" and route.task_type in (TaskType.chat, TaskType.streaming):
                 lease.abort("client_left")
-            elif isinstance(result, ConnectionClosed) and not isinstance(result, ConnectionClosedOK):
+            elif isinstance(result, ConnectionClosed) and result.rcvd is None:
                 lease.fail(f"worker connection lost: {result}")
                 await _send_error(ws, f"Worker {lease.worker_id} failed mid-session; the session has ended")
                 await _close(ws, 1011, "Worker failed")
@@ -396,10 +398,9 @@ async def _worker_to_client(ws: WebSocket, upstream: ClientConnection) -> tuple[
                 await ws.send_text(message)
             else:
                 await ws.send_bytes(message)
-    except ConnectionClosedOK:
-        pass
     except ConnectionClosed as exc:
-        return None, f"connection lost (close code {exc.rcvd.code if exc.rcvd else 1006})", True
+        if exc.rcvd is None:  # no close frame: the connection dropped (process died, network cut)
+            return None, "connection lost without a close frame", True
     return upstream.close_code or 1000, upstream.close_reason or "", False
 
 
