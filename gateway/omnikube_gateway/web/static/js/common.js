@@ -36,6 +36,12 @@ export function closeReason(event, opened) {
   return `connection closed (${event.code}${event.reason ? `: ${event.reason}` : ""})`;
 }
 
+/** Log a session socket's end: "Session ended" when normal, the reason otherwise. */
+export function logClose(container, event, opened) {
+  const normal = opened && event.code === 1000;
+  logLine(container, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
+}
+
 /** fetch + JSON; throws an Error whose message carries the server's reason. */
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = {};

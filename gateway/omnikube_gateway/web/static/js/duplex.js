@@ -9,7 +9,7 @@
  * gateway holds early frames until a worker is assigned).
  * Speech from `result.audio_data` (24 kHz float32) plays as it arrives on a gapless timeline.
  */
-import { $, api, buildNav, closeReason, el, frontendDefaults, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, el, frontendDefaults, logClose, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -215,10 +215,7 @@ async function start() {
   };
   ws.onclose = (event) => {
     if (ws !== session.ws) return;
-    if (session.state !== "stopping") {
-      const normal = opened && event.code === 1000;
-      logLine(log, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
-    }
+    if (session.state !== "stopping") logClose(log, event, opened);
     teardown();
   };
 }

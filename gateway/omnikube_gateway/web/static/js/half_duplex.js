@@ -6,7 +6,7 @@
  * vad_state → generating → chunk* (text + 24 kHz speech) → turn_done. The microphone reopens a
  * moment after the scheduled speech has played, so the model does not hear itself.
  */
-import { $, api, buildNav, closeReason, logLine, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, logClose, logLine, rememberSession, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -99,10 +99,7 @@ async function start() {
   ws.onmessage = (event) => ws === session.ws && onFrame(JSON.parse(event.data));
   ws.onclose = (event) => {
     if (ws !== session.ws) return;
-    if (session.state !== "stopping") {
-      const normal = opened && event.code === 1000;
-      logLine(log, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
-    }
+    if (session.state !== "stopping") logClose(log, event, opened);
     teardown();
   };
 }
