@@ -5,6 +5,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 
+take_cluster_lock
 log "restarting kube-apiserver"
 # Its graceful shutdown hangs for 20 s and more here with watches open; etcd keeps everything, so
 # a short grace period is enough and keeps the outage short for tests running beside.

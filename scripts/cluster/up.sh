@@ -55,7 +55,10 @@ start_etcd() {
 }
 
 start_apiserver() {
-  proc_alive kube-apiserver && return 0
+  if proc_alive kube-apiserver; then
+    wait_for kube-apiserver 60 apiserver_ready
+    return 0
+  fi
   log "starting kube-apiserver on $SERVER_URL (advertised to pods as $DOCKER_BRIDGE_IP)"
   # Host clients use loopback; pods reach it through the service IP -> 172.17.0.1, served by the
   # socat relay the node adds (so adding a node never moves or restarts the API server).
