@@ -20,6 +20,8 @@ install_apt_packages() {
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
+  # npm usually comes with the machine's nodejs; Debian's npm package otherwise.
+  command -v npm >/dev/null || missing+=(npm)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
