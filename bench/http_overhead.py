@@ -55,6 +55,9 @@ def run(ctx: Context) -> Section:
                     result = wrk.run(ports, path, BODY, c, duration, log_dir)
                     samples.setdefault((name, c), []).append(result)
                     cpu_us.setdefault((name, c), []).append(1e6 * (usage(pid).cpu_s - before) / max(1, result.requests))
+    (log_dir / "results.json").write_text(json.dumps(
+        [{"path": name, "clients": c, "cpu_us_per_request": cpu_us[(name, c)], "runs": [vars(r) for r in runs]}
+         for (name, c), runs in samples.items()], indent=1))
     return _section(samples, cpu_us, concurrencies, list(paths), duration, rounds)
 
 

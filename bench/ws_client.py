@@ -51,6 +51,10 @@ class Session:
             if frame.get("type") == "error":
                 raise RuntimeError(f"error before prepared: {frame}")
 
+    async def _until_stopped(self) -> None:
+        while json.loads(await self.ws.recv()).get("type") != "stopped":
+            pass
+
     async def pump(self, message: bytes, start: float, window: tuple[float, float], cadence: float) -> None:
         """Send a chunk every `cadence` s from `start`; keep latencies of sends inside `window`."""
         k = 0
@@ -76,16 +80,19 @@ class Session:
             k += 1
 
     async def close(self) -> None:
+        """End as a polite client does: `stop`, wait for `stopped`, then close."""
         if self.ws is None:
             return
         try:
             await self.ws.send(json.dumps({"type": "stop"}))
+            await asyncio.wait_for(self._until_stopped(), 5)
             await asyncio.wait_for(self.ws.close(), 5)
         except Exception:  # noqa: BLE001 - closing is best effort; the numbers are already in
             pass
 
 
 async def main(urls: list[str], warmup: float, duration: float, cadence: float, open_concurrency: int) -> dict:
+    """Every session open, then the measured window; returns the samples and counts."""
     sessions = [Session(url, i) for i, url in enumerate(urls)]
     gate = asyncio.Semaphore(open_concurrency)
 
@@ -113,10 +120,14 @@ async def main(urls: list[str], warmup: float, duration: float, cadence: float, 
         except Exception as exc:  # noqa: BLE001 - reported per session
             session.error = f"pump: {type(exc).__name__}: {exc}"
 
+    cpu: dict[str, float] = {}
+
     async def announce() -> None:
         await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
         print("measuring", flush=True)
+        cpu["start"] = time.process_time()
         await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+        cpu["end"] = time.process_time()
         print("done", flush=True)
 
     await asyncio.gather(announce(), *(run_one(s) for s in ready))
@@ -128,6 +139,7 @@ async def main(urls: list[str], warmup: float, duration: float, cadence: float, 
         "errors": errors[:5],
         "open_s": open_s,
         "late_sends": sum(s.late_sends for s in sessions),
+        "client_cpu": (cpu["end"] - cpu["start"]) / duration,
         "latencies_ms": [round(x, 3) for s in sessions for x in s.latencies_ms],
         "message_bytes": len(message),
     }

@@ -41,8 +41,9 @@ def raise_fd_limit() -> None:
 
 
 def drive(urls: list[str], warmup: float, duration: float, log_dir: Path, name: str,
-          meter_pid: int | None = None) -> dict:
-    """Run the load generator over `urls`; measure `meter_pid`'s CPU and RSS inside its window."""
+          meter_pids: dict[str, int]) -> dict:
+    """Run the load generator over `urls`; measure the CPU (and RSS) of `meter_pids` inside its
+    window: `result["cpu"][name]` in cores, `result["rss"][name]` in bytes."""
     urls_file = log_dir / f"{name}.urls"
     urls_file.write_text("\n".join(urls) + "\n")
     argv = [sys.executable, "-m", "bench.ws_client", "--urls", str(urls_file), "--warmup", str(warmup),
@@ -57,7 +58,7 @@ def drive(urls: list[str], warmup: float, duration: float, log_dir: Path, name: 
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    meter = None
+    meters: dict[str, CpuMeter] = {}
     result: dict = {}
     # The longest gap between two lines: opening every session (in waves of OPEN_CONCURRENCY, each
     # bounded by OPEN_TIMEOUT_S), then the window.
@@ -67,10 +68,12 @@ def drive(urls: list[str], warmup: float, duration: float, log_dir: Path, name: 
             line = lines.get(timeout=deadline)
             if line is None:
                 break
-            if line == "measuring" and meter_pid:
-                meter = CpuMeter(meter_pid)
-            elif line == "done" and meter is not None:
-                result["cpu"], result["rss"] = meter.stop()
+            if line == "measuring":
+                meters = {name: CpuMeter(pid) for name, pid in meter_pids.items()}
+            elif line == "done":
+                stopped = {name: meter.stop() for name, meter in meters.items()}
+                result["cpu"] = {name: cpu for name, (cpu, _) in stopped.items()}
+                result["rss"] = {name: rss for name, (_, rss) in stopped.items()}
             elif line.startswith("RESULT "):
                 result.update(json.loads(line[len("RESULT "):]))
         proc.wait(30)
@@ -92,25 +95,27 @@ def run(ctx: Context) -> Section:
     failures: dict[int, str] = {}
     with ProcessGroup(log_dir) as group:
         worker_ports = free_ports(max(levels))
-        start_workers(group, worker_ports, ZERO_DELAY)
+        farm = start_workers(group, worker_ports, ZERO_DELAY)
         for level in levels:
             try:
-                results.update(run_level(group, worker_ports[:level], warmup, duration, log_dir))
+                results.update(run_level(group, worker_ports[:level], warmup, duration, log_dir, farm.pid))
             except (RuntimeError, TimeoutError) as exc:
                 failures[level] = f"{type(exc).__name__}: {exc}"
     return _section(results, failures, levels, warmup, duration)
 
 
-def run_level(group: ProcessGroup, ports: list[int], warmup: float, duration: float, log_dir: Path) -> dict:
+def run_level(group: ProcessGroup, ports: list[int], warmup: float, duration: float, log_dir: Path,
+              workers_pid: int) -> dict:
     """The same sessions straight to the workers, then through a fresh gateway with exactly these workers."""
     level = len(ports)
     results = {}
     direct = [f"ws://127.0.0.1:{p}/ws/duplex?session_id=adx_bench{i}" for i, p in enumerate(ports)]
-    results[("direct", level)] = drive(direct, warmup, duration, log_dir, f"direct-{level}")
+    results[("direct", level)] = drive(direct, warmup, duration, log_dir, f"direct-{level}", {"workers": workers_pid})
     gateway = start_gateway(group, ports, timeout=60, strict=False)
     try:
         via = [f"{gateway.ws_url}/ws/duplex/adx_bench{i}" for i in range(level)]
-        results[("gateway", level)] = drive(via, warmup, duration, log_dir, f"gateway-{level}", gateway.pid)
+        results[("gateway", level)] = drive(via, warmup, duration, log_dir, f"gateway-{level}",
+                                            {"workers": workers_pid, "gateway": gateway.pid})
         results[("gateway", level)]["idle_at_start"] = gateway.idle_at_start
     finally:
         gateway.stop()
@@ -130,24 +135,29 @@ def _section(results: dict, failures: dict[int, str], levels: list[int], warmup:
             added50 = p50 - percentile(direct, 50)
             added99 = p99 - percentile(direct, 99)
             gateway = name == "gateway"
+            cpu = r.get("cpu", {})
+            gateway_cpu = cpu.get("gateway", 0.0)
             rows.append([str(level), name, str(len(lat)), fmt(p50, 2), fmt(p99, 2),
                          fmt(added50, 2) if gateway else "–", fmt(added99, 2) if gateway else "–",
-                         fmt(r.get("cpu"), 2) if gateway else "–",
-                         fmt(1e6 * r.get("cpu", 0) * duration / max(1, len(lat)), 0) if gateway else "–",
-                         fmt(r.get("rss", 0) / 2 ** 20, 0) if gateway else "–",
+                         fmt(gateway_cpu, 2) if gateway else "–",
+                         fmt(1e6 * gateway_cpu * duration / max(1, len(lat)), 0) if gateway else "–",
+                         fmt(r.get("rss", {}).get("gateway", 0) / 2 ** 20, 0) if gateway else "–",
+                         fmt(cpu.get("workers"), 2), fmt(r.get("client_cpu"), 2),
                          f"{r['failed']} / {r['sessions']}", str(r["late_sends"])])
             if gateway and level == 200:
                 ok = r["failed"] == 0 and added99 < 10.0
-                target = Target(TARGETS[0], ok, f"added p99 {added99:.2f} ms, gateway CPU {r.get('cpu', 0):.2f} cores, "
+                target = Target(TARGETS[0], ok, f"added p99 {added99:.2f} ms, gateway CPU {gateway_cpu:.2f} cores, "
                                 f"{r['failed']} failed sessions")
     table = Table(["sessions", "path", "messages", "p50 ms", "p99 ms", "added p50 ms", "added p99 ms",
-                   "gateway CPU (cores)", "gateway CPU µs / message", "gateway RSS MiB", "failed / sessions", "late sends"], rows)
+                   "gateway CPU (cores)", "gateway CPU µs / message", "gateway RSS MiB", "workers CPU (cores)",
+                   "load generator CPU (cores)", "failed / sessions", "late sends"], rows)
     method = " ".join(__doc__.split("\n", 1)[1].split())
     section = Section(KEY, TITLE, method, [table], [target])
     section.notes.append(f"Window: {warmup:.0f} s warm-up, then {duration:.0f} s measured per path and level; "
                          "latency = send of an audio_chunk to receipt of its result.")
     section.notes.append("'late sends': chunks sent more than one cadence (1 s) behind schedule, i.e. the "
-                         "load generator or the system could not keep real time.")
+                         "load generator or the system could not keep real time. Workers and load generator are one "
+                         "process each: at 1.0 core they are the bottleneck, and latencies of both paths grow alike.")
     for level, reason in failures.items():
         section.notes.append(f"{level} sessions: not measured: {reason}")
     for level in levels_done:
