@@ -89,6 +89,17 @@ class DuplexSession:
         self.ws.close()
 
 
+def diagnose(cluster, namespace: str, name: str) -> str:
+    """What a person would look at when the sample does not become Ready."""
+    parts = []
+    for args in (("get", f"omni/{name}", "-o", "jsonpath={.status}"), ("get", "pods,svc,deploy", "-o", "wide"),
+                 ("get", "events", "--sort-by=.lastTimestamp"),
+                 ("logs", "-l", "app.kubernetes.io/component=operator", "--tail=60")):
+        proc = cluster.kubectl("-n", namespace, *args, check=False, timeout=30)
+        parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    return "\n".join(parts)
+
+
 @pytest.fixture
 def release(k8s_node, namespace):
     """A unique release name; whatever a failed run leaves (the release, its cluster-wide RBAC, an
@@ -119,7 +130,9 @@ def test_helm_install_sample_chat_duplex_scrape_scale_delete_uninstall(
 
     # 2. the sample, Ready with its two workers
     cluster.kubectl("apply", "-n", namespace, "-f", str(SAMPLE))
-    cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"omni/{name}", "--timeout=300s", timeout=310)
+    waited = cluster.kubectl("wait", "-n", namespace, "--for=condition=Ready", f"omni/{name}", "--timeout=300s",
+                             check=False, timeout=310)
+    assert waited.returncode == 0, diagnose(cluster, namespace, name)
     gateway = cluster.kubectl("get", "-n", namespace, f"svc/{name}-gateway", "-o", "json")
     service = json.loads(gateway.stdout)["spec"]
     url = f"http://{service['clusterIP']}:{service['ports'][0]['port']}"
