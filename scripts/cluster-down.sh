@@ -29,7 +29,20 @@ if apiserver_ready; then
     "$HELM" uninstall "$RELEASE" -n "$SYSTEM_NS" --wait --timeout 2m >/dev/null
   fi
 fi
+# Test sessions register a lease named after their pid; never pull the cluster from under one.
+live_users() {
+  local lease pid
+  for lease in "$CLUSTER_DIR"/users/*; do
+    [ -e "$lease" ] || continue
+    pid=${lease##*/}; pid=${pid%%-*}
+    [ -d "/proc/$pid" ] && echo "$pid"
+  done
+}
 if [ "$keep_cluster" = 0 ]; then
-  bash "$repo/scripts/cluster/down.sh"
+  if [ -n "$(live_users)" ]; then
+    log "test sessions ($(live_users | tr '\n' ' ')) still use the cluster: leaving it up"
+  else
+    bash "$repo/scripts/cluster/down.sh"
+  fi
 fi
 log "Omnikube is down"

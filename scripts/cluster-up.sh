@@ -29,11 +29,16 @@ started=$SECONDS
 export KUBECONFIG=$KUBECONFIG_PATH
 
 bash "$repo/scripts/cluster/up.sh" --node >/dev/null
+# Started (or adopted) by hand now: the test fixtures never stop a cluster they did not start.
+rm -f "$CLUSTER_DIR/fixture-owned"
 DOCKER_HOST="unix://$DOCKER_SOCK" bash "$repo/scripts/images/build.sh"
 
-log "helm upgrade --install $RELEASE in $SYSTEM_NS"
+log "helm upgrade --install $RELEASE in $SYSTEM_NS (operator watching $DEMO_NS)"
+# The operator reconciles only the demo namespace, so test runs on the same cluster (each with
+# its own operator in its own namespace) are left alone.
 "$HELM" upgrade --install "$RELEASE" "$repo/charts/omnikube" --namespace "$SYSTEM_NS" --create-namespace \
-  --set image.tag=dev --set image.pullPolicy=Never --wait --timeout 5m >/dev/null
+  --set image.tag=dev --set image.pullPolicy=Never --set "operator.watchNamespaces={$DEMO_NS}" \
+  --wait=watcher --timeout 5m >/dev/null
 
 "$KUBECTL" get namespace "$DEMO_NS" >/dev/null 2>&1 || "$KUBECTL" create namespace "$DEMO_NS" >/dev/null
 "$KUBECTL" apply -n "$DEMO_NS" -f "$sample" >/dev/null

@@ -22,6 +22,11 @@ done
 [ -n "${DOCKER_HOST:-}" ] || idie "set DOCKER_HOST to the node's dockerd (see scripts/cluster/lib.sh: DOCKER_SOCK)"
 command -v docker >/dev/null || idie "docker CLI missing (scripts/cluster/install.sh installs docker.io)"
 
+# One build at a time on this machine (test sessions and cluster-up.sh may overlap).
+mkdir -p "$IMAGES_CACHE"
+exec 8>"$IMAGES_CACHE/.build.lock"
+flock 8
+
 started=$SECONDS
 bash "$(dirname "$0")/base.sh" import
 wheelhouse=$(bash "$(dirname "$0")/wheelhouse.sh" 2> >(grep -v -e "Location 'file:" -e '^ *$' >&2))
