@@ -179,8 +179,9 @@ def test_helm_install_sample_chat_duplex_scrape_scale_delete_uninstall(
     eventually(ready_workers(3), 180, "three ready workers, with the session alive")
     cluster.kubectl("scale", "-n", namespace, f"omni/{name}", "--replicas=1")
     eventually(ready_workers(1), 180, "one worker left, with the session alive")
-    workers = httpx.get(f"{url}/workers", timeout=10).json()["workers"]
-    assert [w["status"] for w in workers] == ["duplex_active"], workers  # the busy worker is the one kept
+    # The busy worker is the one kept, and the gateway has let go of the others.
+    eventually(lambda: [w["status"] for w in httpx.get(f"{url}/workers", timeout=10).json()["workers"]] == ["duplex_active"],
+               30, "the gateway to list only the session's worker")
     before = session.steps
     assert "is_listen" in session.step() and session.steps == before + 1
     session.stop()
