@@ -10,5 +10,5 @@ log "restarting kube-apiserver"
 # Its graceful shutdown hangs for 20 s and more here with watches open; etcd keeps everything, so
 # a short grace period is enough and keeps the outage short for tests running beside.
 restart_proc kube-apiserver 5
-wait_for kube-apiserver 60 apiserver_ready
+wait_for kube-apiserver 180 apiserver_ready
 log "kube-apiserver ready again"

@@ -56,7 +56,7 @@ start_etcd() {
 
 start_apiserver() {
   if proc_alive kube-apiserver; then
-    wait_for kube-apiserver 60 apiserver_ready
+    wait_for kube-apiserver 180 apiserver_ready
     return 0
   fi
   log "starting kube-apiserver on $SERVER_URL (advertised to pods as $DOCKER_BRIDGE_IP)"
@@ -76,7 +76,7 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --kubelet-preferred-address-types InternalIP,Hostname \
     --allow-privileged=true --profiling=false
-  wait_for kube-apiserver 60 apiserver_ready
+  wait_for kube-apiserver 180 apiserver_ready
 }
 
 start_controllers() {
