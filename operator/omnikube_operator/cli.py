@@ -52,6 +52,10 @@ def load_kube_config(path: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level.lower() != "debug":
+        # One line per handler call and per health probe would drown the operator's own story.
+        for chatty in ("kopf.objects", "httpx", "urllib3.connectionpool"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     load_kube_config(args.kubeconfig)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in through the same file

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
+import urllib3
 
 from omnikube import labels
 
@@ -63,7 +64,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 120
 
 
-@kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, cancellation_timeout=10)
+@kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, cancellation_timeout=10, backoff=2)
 async def reconcile_loop(name: str, namespace: str, stopped: kopf.DaemonStopped, logger: logging.Logger, **_: Any) -> None:
     """Reconcile one OmniDeployment until it is deleted or the operator stops."""
     reconciler = RUNTIME.get_reconciler()
@@ -72,14 +73,14 @@ async def reconcile_loop(name: str, namespace: str, stopped: kopf.DaemonStopped,
     try:
         while not stopped:
             wake.clear()
-            body = await asyncio.to_thread(reconciler.kube.get, labels.API_VERSION, labels.KIND, namespace, name)
-            if body is None or body["metadata"].get("deletionTimestamp"):
-                return
             try:
+                body = await asyncio.to_thread(reconciler.kube.get, labels.API_VERSION, labels.KIND, namespace, name)
+                if body is None or body["metadata"].get("deletionTimestamp"):
+                    return
                 await asyncio.to_thread(reconciler.reconcile, body)
-            except Exception:  # the next pass retries; one bad pass must not end the loop
+            except Exception as exc:  # API outage or a bug: the next pass retries, the loop goes on
                 metrics.RECONCILES_TOTAL.labels("error").inc()
-                logger.exception("reconcile of %s/%s failed", namespace, name)
+                logger.error("reconcile of %s/%s failed: %s", namespace, name, exc, exc_info=not _is_outage(exc))
             try:
                 await asyncio.wait_for(wake.wait(), timeout=RUNTIME.resync_seconds)
             except asyncio.TimeoutError:
@@ -87,6 +88,11 @@ async def reconcile_loop(name: str, namespace: str, stopped: kopf.DaemonStopped,
     finally:
         metrics.MANAGED_DEPLOYMENTS.dec()
         RUNTIME.wakeups.pop((namespace, name), None)
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Connection trouble with the API server: worth one line in the log, not a traceback."""
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError)) or getattr(exc, "status", 0) in (429, 500, 503, 504)
 
 
 @kopf.on.event(labels.GROUP, labels.VERSION, labels.PLURAL)

@@ -132,7 +132,7 @@ class Reconciler:
         previous = body.get("status") or {}
         status.update({k: previous[k] for k in ("desiredWorkers", "readyWorkers", "replicas", "ready", "selector", "workers",
                                                 "gatewayEndpoint") if k in previous})
-        self.kube.patch(labels.API_VERSION, labels.KIND, meta["namespace"], meta["name"], {"status": status}, "status")
+        self.kube.replace_status(labels.API_VERSION, labels.KIND, meta["namespace"], meta["name"], status)
         metrics.RECONCILES_TOTAL.labels("degraded").inc()
         return status
 
@@ -291,4 +291,4 @@ class Reconciler:
         previous = body.get("status") or {}
         if all(previous.get(key) == value for key, value in status.items()):
             return
-        self.kube.patch(labels.API_VERSION, labels.KIND, owner.namespace, owner.name, {"status": status}, "status")
+        self.kube.replace_status(labels.API_VERSION, labels.KIND, owner.namespace, owner.name, status)

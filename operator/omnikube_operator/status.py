@@ -188,7 +188,7 @@ def _summary(worker: WorkerPod, trouble: PodTrouble) -> dict[str, Any]:
     message = trouble.stuck.get(worker.name) or trouble.unschedulable.get(worker.name) or ""
     if not message and not worker.ready:
         message = trouble.waiting.get(worker.name, "")
-    return {
+    summary = {
         "name": worker.name,
         "index": worker.index,
         "phase": worker.phase,
@@ -196,5 +196,9 @@ def _summary(worker: WorkerPod, trouble: PodTrouble) -> dict[str, Any]:
         "workerStatus": worker.worker_status,
         "draining": worker.draining,
         "outdated": worker.outdated,
-        "message": message,
     }
+    # Left out when empty: the local 1.20 API server stores an empty string inside a list as null,
+    # which its own schema check then rejects.
+    if message:
+        summary["message"] = message
+    return summary
