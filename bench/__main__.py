@@ -62,11 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(log_dir=REPO / "tmp" / "bench" / stamp, quick=args.quick)
     ctx.log_dir.mkdir(parents=True, exist_ok=True)
     machine = Machine.describe()
-    sections = [run_one(module, ctx) for module in chosen]
-    machine.load_after = load_average()
     command = "python -m bench" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(sections, machine, command))
+    sections: list[Section] = []
+    for module in chosen:
+        sections.append(run_one(module, ctx))
+        # Written after every benchmark, so an interrupted run keeps what it measured.
+        machine.load_after = load_average()
+        out.write_text(render(sections, machine, command))
     print(f"wrote {out} (logs in {ctx.log_dir})", flush=True)
     return 0
 
