@@ -81,7 +81,7 @@ remove_runtime_chains() {
   for table in filter nat mangle; do
     iptables -w -t "$table" -S 2>/dev/null \
       | grep -E '^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ' \
-      | grep -E -- '-j (DOCKER|KUBE-)|-o docker0 .*-j MASQUERADE|-s 172\.17\.0\.0/16 ! -o docker0 -j MASQUERADE' \
+      | grep -E -- '-j (DOCKER|KUBE-)|-[io] docker0 |-s 172\.17\.0\.0/16 ! -o docker0 -j MASQUERADE' \
       | grep -v -- '-j DOCKER-USER$' \
       | while read -r rule; do
           # shellcheck disable=SC2086
