@@ -62,6 +62,10 @@ install_node_guards() {
   guard filter FORWARD -j DOCKER-USER
   guard filter DOCKER-USER -d "$SERVICE_CIDR" -j REJECT
   guard filter DOCKER-USER -i docker0 ! -o docker0 -j REJECT
+  # TCP gets a reset rather than an ICMP error: the kernel rate-limits ICMP per pod address, and
+  # a busy pod would then see timeouts instead of an immediate "connection refused".
+  guard filter DOCKER-USER -p tcp -d "$SERVICE_CIDR" -j REJECT --reject-with tcp-reset
+  guard filter DOCKER-USER -p tcp -i docker0 ! -o docker0 -j REJECT --reject-with tcp-reset
 }
 
 remove_guards() {
