@@ -4,7 +4,7 @@
  * One WebSocket to ws/chat per request: the first frame carries the whole history (the worker is
  * stateless), then `prefill_done`, `chunk`* (streaming), `done` or `error`. While every worker is
  * busy the gateway holds the socket. Queue frames, if the gateway sends them (asked for with
- * ?queue_frames=1), drive the countdown; otherwise the page finds its own ticket in GET /api/queue
+ * ?queue_events=1), drive the countdown; otherwise the page finds its own ticket in GET /api/queue
  * (queue.js findOwnTicket), and failing that shows an estimate from /status. Stop and "Leave queue"
  * close the socket, which makes the gateway free the place or the worker.
  */
@@ -274,7 +274,7 @@ async function send() {
 
   const withVoice = $("#opt-voice").checked;
   const req = {
-    ws: new WebSocket(wsUrl("ws/chat?queue_frames=1")),
+    ws: new WebSocket(wsUrl("ws/chat?queue_events=1")),
     bubble: answer,
     userNode,
     message,
