@@ -98,7 +98,8 @@ def test_status_reaches_ready_and_kubectl_wait_sees_it(omni, start_operator, sta
     omni.cluster.kubectl("wait", "-n", omni.namespace, "--for=condition=Ready", "omni/ready", "--timeout=60s", timeout=70)
     status = omni.status("ready")
     assert status["readyWorkers"] == 2 and status["phase"] == "Ready"
-    assert {w["workerStatus"] for w in status["workers"]} == {"idle"}
+    eventually(lambda: {w.get("workerStatus") for w in omni.status("ready")["workers"]} == {"idle"}, 30,
+               "both workers reported idle in status")
     assert status["observedGeneration"] == omni.get("ready")["metadata"]["generation"]
 
 
@@ -131,7 +132,7 @@ def test_a_drained_worker_is_deleted_when_the_drain_timeout_passes(omni, start_o
     procs = ready_workers(omni, start_worker, "timeout", 1)
     with session(procs["timeout-worker-0"]):
         omni.cluster.kubectl("scale", "-n", omni.namespace, "omni/timeout", "--replicas=0")
-        omni.wait_workers("timeout", [], timeout=30)
+        omni.wait_workers("timeout", [], timeout=60)
 
 
 def test_scale_up_adds_workers_and_brings_a_draining_one_back(omni, start_operator, start_worker):
