@@ -59,7 +59,10 @@ def _resources(owner: Owner) -> dict[str, Any]:
 def _container(owner: Owner, index: int) -> dict[str, Any]:
     workers = owner.spec.workers
     port = worker_port(owner, index)
-    probe = {"httpGet": {"path": "/health", "port": PORT_NAME}, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": 3}
+    # /readyz is 503 until the model is loaded (and after a failed load); /health always answers
+    # 200, as the original's clients expect, so it only tells that the process is alive.
+    ready = {"httpGet": {"path": "/readyz", "port": PORT_NAME}, "periodSeconds": PROBE_PERIOD_S, "timeoutSeconds": 3}
+    alive = {**ready, "httpGet": {"path": "/health", "port": PORT_NAME}}
     mounts = [
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH},
@@ -84,9 +87,9 @@ def _container(owner: Owner, index: int) -> dict[str, Any]:
         "volumeMounts": mounts,
         # Startup covers the model load (and compile); readiness then takes a dead worker out of
         # rotation within ~10 s; liveness restarts one that stopped answering for a minute.
-        "startupProbe": {**probe, "failureThreshold": startup_failure_threshold(owner)},
-        "readinessProbe": {**probe, "failureThreshold": 2},
-        "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+        "startupProbe": {**ready, "failureThreshold": startup_failure_threshold(owner)},
+        "readinessProbe": {**ready, "failureThreshold": 2},
+        "livenessProbe": {**alive, "periodSeconds": 15, "failureThreshold": 4},
     }
 
 

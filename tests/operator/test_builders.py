@@ -52,6 +52,14 @@ def test_startup_probe_allows_for_compile():
     assert compiled["periodSeconds"] * compiled["failureThreshold"] >= plain["periodSeconds"] * plain["failureThreshold"] + 60
 
 
+def test_a_loading_worker_is_not_ready_but_alive():
+    container = pods.build_worker_pod(owner(), 0)["spec"]["containers"][0]
+    # /readyz is 503 while the model loads; /health answers 200 from the first second.
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+
+
 def test_template_hash_changes_with_image_but_not_with_replicas_or_gateway_settings():
     base = pods.template_hash(owner())
     assert pods.template_hash(owner(workers={"replicas": 5})) == base
