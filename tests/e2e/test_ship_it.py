@@ -61,7 +61,9 @@ class DuplexSession:
     the model's result frame."""
 
     def __init__(self, url: str, session_id: str) -> None:
-        self.ws = connect(f"{url}/ws/duplex/{session_id}", open_timeout=20)
+        # Entered by hand: the session spans several phases of the test, not one block.
+        self._connection = connect(f"{url}/ws/duplex/{session_id}", open_timeout=20)
+        self.ws = self._connection.__enter__()
         self.steps = 0
 
     def recv_until(self, kind: str, timeout: float = 20) -> dict:
@@ -86,7 +88,7 @@ class DuplexSession:
     def stop(self) -> None:
         self.ws.send(json.dumps({"type": "stop"}))
         self.recv_until("stopped")
-        self.ws.close()
+        self._connection.__exit__(None, None, None)
 
 
 def diagnose(cluster, namespace: str, name: str) -> str:
