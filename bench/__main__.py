@@ -16,7 +16,7 @@ from pathlib import Path
 from . import discovery, eta_trace, http_overhead, operator_bench, ws_overhead
 from .context import Context
 from .procs import REPO
-from .report import Machine, Section, load_average, render
+from .report import Machine, Section, load_average, render, replace_section
 
 BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
@@ -37,6 +37,13 @@ def run_one(module, ctx: Context) -> Section:
     return section
 
 
+def _replace(out: Path, section: Section, machine: Machine) -> None:
+    section.notes.append(f"Measured in a separate run ({machine.date}, commit {machine.commit}, load average "
+                         f"{machine.load_before} before, {machine.load_after} after) that replaced this benchmark's "
+                         f"figures of the full run: `python -m bench --only {section.key} --replace`.")
+    out.write_text(replace_section(out.read_text(), section))
+
+
 def _method(module) -> str:
     return " ".join(module.__doc__.split("\n", 1)[1].split())
 
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     keys = [m.KEY for m in BENCHMARKS]
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(keys)}")
     parser.add_argument("--quick", action="store_true", help="shorter windows, for trying the harness")
+    parser.add_argument("--replace", action="store_true",
+                        help="with --only: run those again and put them in place of theirs in docs/benchmarks.md "
+                             "(each marked as measured in a separate run)")
     parser.add_argument("--out", type=Path, help=f"report path (default {DEFAULT_OUT.relative_to(REPO)}; "
                         "with --only or --quick: tmp/bench/benchmarks-partial.md)")
     args = parser.parse_args(argv)
@@ -56,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(keys)}")
         chosen = [m for m in BENCHMARKS if m.KEY in wanted]
-    partial = bool(args.only or args.quick)
+    if args.replace and not args.only:
+        parser.error("--replace needs --only")
+    partial = bool(args.only or args.quick) and not args.replace
     out = args.out or (REPO / "tmp" / "bench" / "benchmarks-partial.md" if partial else DEFAULT_OUT)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     ctx = Context(log_dir=REPO / "tmp" / "bench" / stamp, quick=args.quick)
@@ -69,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         sections.append(run_one(module, ctx))
         # Written after every benchmark, so an interrupted run keeps what it measured.
         machine.load_after = load_average()
-        out.write_text(render(sections, machine, command))
+        if args.replace:
+            _replace(out, sections[-1], machine)
+        else:
+            out.write_text(render(sections, machine, command))
     print(f"wrote {out} (logs in {ctx.log_dir})", flush=True)
     return 0
 

@@ -37,6 +37,23 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors a poll outlives: a refused connection, an API server restarting (the cluster is shared
+    with test runs that restart it on purpose)."""
+    errors: list[type[BaseException]] = [httpx.HTTPError, OSError]
+    try:
+        import urllib3
+        from kubernetes.client.exceptions import ApiException
+
+        errors += [urllib3.exceptions.HTTPError, ApiException]
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+TRANSIENT = _transient_errors()
+
+
 def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> float:
     """Poll `check` until it is true; return the seconds it took. Raises TimeoutError with `what`."""
     start = time.monotonic()
@@ -45,7 +62,7 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         try:
             if check():
                 return time.monotonic() - start
-        except (httpx.HTTPError, OSError):
+        except TRANSIENT:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:.0f} s")

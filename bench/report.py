@@ -111,6 +111,35 @@ def _verdict(met: bool | None) -> str:
     return {True: "met", False: "**not met**", None: "not measured"}[met]
 
 
+def _target_rows(section: Section) -> list[str]:
+    return [f"| {section.title} | {t.name} | {_verdict(t.met)} | {t.detail} |" for t in section.targets]
+
+
+def _block(section: Section) -> list[str]:
+    lines = [f"## {section.title}", "", section.method, ""]
+    lines += [f"Reproduce: `python -m bench --only {section.key}`"
+              + (f" (took {section.seconds:.0f} s)" if section.seconds else ""), ""]
+    if section.not_measured:
+        lines += [f"Not measured: {section.not_measured}", ""]
+    for table in section.tables:
+        lines += _table(table)
+    lines += [f"- {note}" for note in section.notes]
+    return lines + ([""] if section.notes else [])
+
+
+def _closing(target_rows: list[str]) -> list[str]:
+    """The closing note, counted from the Targets table's rows."""
+    verdicts = [row.split(" | ")[2] for row in target_rows]
+    lines = ["## Closing note", "",
+             f"{verdicts.count('met')} targets met, {verdicts.count('**not met**')} not met, "
+             f"{verdicts.count('not measured')} not measured in this run."]
+    for row in target_rows:
+        title, name, verdict, detail = row.strip("| ").split(" | ")
+        if verdict != "met":
+            lines.append(f"- {title}: {name}: {verdict} ({detail})")
+    return lines
+
+
 def render(sections: list[Section], machine: Machine, command: str) -> str:
     lines = [
         "# Benchmarks",
@@ -132,35 +161,30 @@ def render(sections: list[Section], machine: Machine, command: str) -> str:
         "",
         "## Targets",
         "",
-        "| benchmark | target | verdict | measured |",
+        TARGETS_HEADER,
         "| --- | --- | --- | --- |",
     ]
+    rows = [row for section in sections for row in _target_rows(section)]
+    lines += rows + [""]
     for section in sections:
-        for target in section.targets:
-            lines.append(f"| {section.title} | {target.name} | {_verdict(target.met)} | {target.detail} |")
-    lines.append("")
-    for section in sections:
-        lines += [f"## {section.title}", "", section.method, ""]
-        lines += [f"Reproduce: `python -m bench --only {section.key}`"
-                  + (f" (took {section.seconds:.0f} s)" if section.seconds else ""), ""]
-        if section.not_measured:
-            lines += [f"Not measured: {section.not_measured}", ""]
-        for table in section.tables:
-            lines += _table(table)
-        for note in section.notes:
-            lines += [f"- {note}"]
-        if section.notes:
-            lines.append("")
-    met = sum(1 for s in sections for t in s.targets if t.met)
-    missed = sum(1 for s in sections for t in s.targets if t.met is False)
-    unmeasured = sum(1 for s in sections for t in s.targets if t.met is None)
-    lines += [
-        "## Closing note",
-        "",
-        f"{met} targets met, {missed} not met, {unmeasured} not measured in this run.",
-    ]
-    for section in sections:
-        for target in section.targets:
-            if target.met is not True:
-                lines.append(f"- {section.title}: {target.name}: {_verdict(target.met)} ({target.detail})")
+        lines += _block(section)
+    return "\n".join(lines + _closing(rows)) + "\n"
+
+
+TARGETS_HEADER = "| benchmark | target | verdict | measured |"
+
+
+def replace_section(markdown: str, section: Section) -> str:
+    """`markdown` (a report) with `section`'s block, target rows and closing note lines replaced."""
+    lines = markdown.rstrip("\n").split("\n")
+    start = lines.index(f"## {section.title}")
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
+    lines[start:end] = _block(section)
+    header = lines.index(TARGETS_HEADER)
+    table_end = lines.index("", header)
+    rows = [row for row in lines[header + 2:table_end] if not row.startswith(f"| {section.title} |")]
+    rows += _target_rows(section)
+    lines[header + 2:table_end] = rows
+    closing = lines.index("## Closing note")
+    lines[closing:] = _closing(rows)
     return "\n".join(lines) + "\n"
