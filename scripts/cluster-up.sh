@@ -53,7 +53,7 @@ port=$("$KUBECTL" get -n "$DEMO_NS" "svc/$name-gateway" -o jsonpath='{.spec.port
 ip=$("$KUBECTL" get -n "$DEMO_NS" "svc/$name-gateway" -o jsonpath='{.spec.clusterIP}')
 url="http://$ip:$port"
 for _ in $(seq 1 60); do
-  curl -fsS -o /dev/null "$url/health" && break
+  curl -fs -o /dev/null "$url/health" && break
   sleep 1
 done
 curl -fsS -o /dev/null "$url/health" || die "the gateway at $url does not answer"
