@@ -1,7 +1,7 @@
 """Benchmark 5: how fast the operator turns OmniDeployments into their children, and repairs them.
 
-The local cluster's control plane (no node: pods are created but never run, which is all these
-figures need) and the real `omnikube-operator` as a subprocess watching one namespace, with its
+The local cluster (pods are created but never scheduled, by a node selector nothing matches, which
+is all these figures need) and the real `omnikube-operator` as a subprocess watching one namespace, with its
 default resync period (10 s), started by the test fixtures' launcher. A warm-up OmniDeployment
 is reconciled first, so kopf's start-up is not counted. For 1, 8 and 64 workers: time from the
 create call to every child existing (the worker pods and the gateway Deployment), and to the status
