@@ -1,13 +1,14 @@
 """Benchmark 5: how fast the operator turns OmniDeployments into their children, and repairs them.
 
 The local cluster (pods are created but never scheduled, by a node selector nothing matches, which
-is all these figures need) and the real `omnikube-operator` as a subprocess watching one namespace, with its
-default resync period (10 s), started by the test fixtures' launcher. A warm-up OmniDeployment
-is reconciled first, so kopf's start-up is not counted. For 1, 8 and 64 workers: time from the
-create call to every child existing (the worker pods and the gateway Deployment), and to the status
-saying this generation was reconciled with that many desired workers. Then 100 OmniDeployments of
-one worker each, created back to back in the same operator: time until all have their children,
-with the operator's CPU and RSS. Then a worker pod deleted: time until its replacement exists.
+is all these figures need) and the real `omnikube-operator` as a subprocess watching one
+namespace, with its default resync period (10 s), started by the test fixtures' launcher. A
+warm-up OmniDeployment is reconciled first, so kopf's start-up is not counted. For 1, 8 and 64
+workers: time from the create call to every child existing (the worker pods and the gateway
+Deployment), and to the status saying this generation was reconciled with that many desired
+workers. Then 100 OmniDeployments of one worker each, created back to back in the same operator:
+time until all have their children, with the operator's CPU and RSS. Then a worker pod deleted:
+time until its replacement exists.
 """
 
 from __future__ import annotations
