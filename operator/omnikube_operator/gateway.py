@@ -7,7 +7,7 @@ from typing import Any
 from omnikube import labels
 
 from .configmap import config_hash
-from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, Owner
+from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, POD_SECURITY_CONTEXT, Owner
 from .storage import DATA_VOLUME, data_volume
 
 GATEWAY_CONTAINER = "gateway"
@@ -51,6 +51,7 @@ def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": owner.gateway,
         "enableServiceLinks": False,
+        "securityContext": POD_SECURITY_CONTEXT,
         "containers": [{
             "name": GATEWAY_CONTAINER,
             "image": gateway.image,

@@ -60,6 +60,13 @@ def test_a_loading_worker_is_not_ready_but_alive():
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
+def test_workers_and_gateway_run_as_the_images_user_with_writable_volumes():
+    worker = pods.build_worker_pod(owner(), 0)["spec"]["securityContext"]
+    gateway_pod = gateway.build_gateway_deployment(owner())["spec"]["template"]["spec"]["securityContext"]
+    for context in (worker, gateway_pod):
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == 10001 and context["fsGroup"] == 10001
+
+
 def test_template_hash_changes_with_image_but_not_with_replicas_or_gateway_settings():
     base = pods.template_hash(owner())
     assert pods.template_hash(owner(workers={"replicas": 5})) == base
