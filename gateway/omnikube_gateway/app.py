@@ -1,6 +1,6 @@
 """The gateway's FastAPI application: `create_app(settings)` wires every part in its lifespan.
 
-Start-up order: shared httpx client -> registry + dispatcher -> persisted state (ETA baselines,
+Start-up order: per-worker HTTP clients -> registry + dispatcher -> persisted state (ETA baselines,
 apps, API keys, ref-audio index) -> discovery (static list, or the pod watch) -> health probes (the
 first round is awaited, briefly, so the first request finds its workers) -> serve. Shut-down runs
 the same in reverse; waiting tickets are told the gateway is going away.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from contextlib import asynccontextmanager
 
 import httpx
@@ -30,6 +29,7 @@ from .kube import load_auth
 from .registry import WorkerRegistry
 from .settings import GatewaySettings
 from .storage import read_json
+from .upstream import WorkerClients
 
 log = logging.getLogger("omnikube_gateway")
 
@@ -43,21 +43,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
-        # TCP_NODELAY: httpx writes headers and body separately; with Nagle's algorithm the body
-        # would wait for the worker's delayed ACK (~40 ms per request).
-        transport = httpx.AsyncHTTPTransport(socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
-                                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=512))
-        state.http = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(settings.request_timeout, connect=3.0))
+        state.worker_clients = clients = WorkerClients(httpx.Timeout(settings.request_timeout, connect=3.0))
         service = settings.config.service
         state.registry = registry = WorkerRegistry()
         estimator = ResidualEstimator(baselines_from_config(service), alpha=service.eta_ema_alpha, min_samples=service.eta_ema_min_samples)
         state.dispatcher = dispatcher = Dispatcher(registry, estimator, max_queue_size=settings.max_queue_size,
                                                    queue_timeout=settings.request_timeout)
         await _load_state(app, settings)
-        state.prober = prober = HealthProber(registry, state.http, interval=settings.health_interval_s,
+        state.prober = prober = HealthProber(registry, clients, interval=settings.health_interval_s,
                                              fast_interval=settings.unhealthy_probe_interval_s, timeout=settings.health_timeout_s)
         registry.on_worker_added = prober.watch
         registry.on_unhealthy = prober.watch
+        registry.on_worker_removed = lambda worker: clients.discard(worker.worker_id)
         state.watcher = None
         if settings.kubernetes:
             auth = await asyncio.to_thread(load_auth, settings.kubeconfig)
@@ -84,7 +81,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if state.watcher is not None:
                 await state.watcher.stop()
             await prober.stop()
-            await state.http.aclose()
+            await clients.aclose()
 
     app = FastAPI(title="Omnikube Gateway", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings

@@ -80,6 +80,8 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore"):  # at info, httpx logs every proxied request and probe
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         settings = settings_from_args(args)
         ssl_files: tuple[str, str] | tuple[None, None] = (None, None)

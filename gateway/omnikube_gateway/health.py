@@ -3,31 +3,43 @@
 Each worker gets its own small loop: a healthy worker is probed every `interval`, an unhealthy or
 never-seen one every `fast_interval`, so a worker that failed a connection (marked unhealthy at
 once by the proxy) is re-admitted within a fraction of a second of coming back. A new worker from
-discovery is probed immediately. Probes use the app's one shared httpx client.
+discovery is probed immediately.
+
+Probes are kept cheap for hundreds of workers: each worker's own keep-alive client (`upstream`),
+so a probe is one request on an open connection; sleeps jittered by +-20 % so the loops do not
+fire in step. A refused connection or an error answer takes the worker offline at once, but a
+probe that merely times out does so only after `TIMEOUTS_TO_OFFLINE` in a row (on a loaded
+machine a single slow answer says little about the worker).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 
 import httpx
 
 from .registry import Worker, WorkerRegistry
+from .upstream import WorkerClients
 
 log = logging.getLogger(__name__)
 
+TIMEOUTS_TO_OFFLINE = 2
+JITTER = 0.2
+
 
 class HealthProber:
-    def __init__(self, registry: WorkerRegistry, client: httpx.AsyncClient, *, interval: float, fast_interval: float, timeout: float):
+    def __init__(self, registry: WorkerRegistry, clients: WorkerClients, *, interval: float, fast_interval: float, timeout: float):
         self.registry = registry
-        self.client = client
+        self.clients = clients
         self.interval = interval
         self.fast_interval = fast_interval
         self.timeout = timeout
         self._tasks: dict[str, asyncio.Task] = {}
         self._kicks: dict[str, asyncio.Event] = {}
+        self._timeouts: dict[str, int] = {}
         self._running = False
 
     def start(self) -> None:
@@ -56,8 +68,10 @@ class HealthProber:
 
     async def probe(self, worker: Worker) -> None:
         sent_at = time.monotonic()
+        client = self.clients.get(worker.worker_id, worker.http_url)
         try:
-            response = await self.client.get(f"{worker.http_url}/health", timeout=self.timeout)
+            response = await client.get(f"{worker.http_url}/health", timeout=self.timeout)
+            self._timeouts.pop(worker.worker_id, None)
             if response.status_code != 200:
                 self.registry.apply_probe(worker.worker_id, sent_at, {"worker_status": "error"})
                 return
@@ -65,7 +79,12 @@ class HealthProber:
             if not isinstance(body, dict):
                 raise ValueError("health body is not an object")
             self.registry.apply_probe(worker.worker_id, sent_at, body)
+        except httpx.TimeoutException as exc:
+            count = self._timeouts[worker.worker_id] = self._timeouts.get(worker.worker_id, 0) + 1
+            if count >= TIMEOUTS_TO_OFFLINE or not worker.healthy:
+                self.registry.apply_probe(worker.worker_id, sent_at, None, error=f"{type(exc).__name__}: {exc}")
         except (httpx.HTTPError, ValueError) as exc:
+            self._timeouts.pop(worker.worker_id, None)
             self.registry.apply_probe(worker.worker_id, sent_at, None, error=f"{type(exc).__name__}: {exc}")
 
     async def probe_all(self) -> None:
@@ -78,9 +97,11 @@ class HealthProber:
             if worker is None:
                 self._tasks.pop(worker_id, None)
                 self._kicks.pop(worker_id, None)
+                self._timeouts.pop(worker_id, None)
                 return
             await self.probe(worker)
-            delay = self.interval if worker.healthy else self.fast_interval
+            suspect = not worker.healthy or worker_id in self._timeouts
+            delay = (self.fast_interval if suspect else self.interval) * random.uniform(1 - JITTER, 1 + JITTER)
             kick.clear()
             try:
                 await asyncio.wait_for(kick.wait(), timeout=delay)

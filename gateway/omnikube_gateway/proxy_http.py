@@ -4,7 +4,10 @@ Wire-compatible with the original (same body, the worker's JSON plus `queue_wait
 `estimated_queue_wait_s`), with these fixes: worker errors keep their HTTP status instead of
 turning into 200; an unparseable body is 400, not 500; a full queue is 503 with `Retry-After`;
 a client that leaves while queued frees its place at once (not within 2 s); a worker that refuses
-the connection is taken out of rotation and the request is retried once on another worker.
+the connection is taken out of rotation and the request is retried once on another worker. A
+kept-alive connection that the worker closed just as it was reused (a read or protocol error before
+any answer) is retried once on a fresh connection before the worker is judged failed: a one-shot
+chat has no side effect to repeat.
 
 The worker's answer is not parsed: the two fields are spliced into the JSON object's bytes, so a
 response carrying megabytes of base64 audio costs no JSON work on the event loop.
@@ -31,6 +34,9 @@ router = APIRouter()
 
 CHAT_BODY_LIMIT = 128 * 1024 * 1024  # matches the WebSocket frame limit: base64 video fits
 CONNECT_ATTEMPTS = 2
+JSON_HEADERS = {"content-type": "application/json"}
+# What a pooled connection closed by the worker between two requests looks like.
+STALE_CONNECTION = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -101,12 +107,13 @@ async def _serve(request: Request, body: bytes, phase: dict) -> Response:
 
 async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
     """The worker's answer, or None when the connection failed before the request was sent."""
-    client: httpx.AsyncClient = state.http
+    client = state.worker_clients.get(lease.worker_id, lease.http_url)
+    url = f"{lease.http_url}/chat"
     try:
-        upstream = await client.post(
-            f"{lease.http_url}/chat", content=body, headers={"content-type": "application/json"},
-            timeout=httpx.Timeout(state.settings.request_timeout, connect=3.0),
-        )
+        try:
+            upstream = await client.post(url, content=body, headers=JSON_HEADERS)
+        except STALE_CONNECTION:
+            upstream = await client.post(url, content=body, headers=JSON_HEADERS)
     except httpx.ConnectError as exc:
         lease.fail(f"connect: {exc}")
         return None

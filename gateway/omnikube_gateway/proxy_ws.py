@@ -369,6 +369,11 @@ async def _relay(ws: WebSocket, upstream: ClientConnection, inbox: Inbox, lease:
                 await _send_error(ws, f"Worker {lease.worker_id} failed mid-session; the session has ended")
                 await _close(ws, 1011, "Worker failed")
     finally:
+        # Also when this relay is cancelled: no relay task may outlive it with an unread exception
+        # (a client that closes makes `_worker_to_client` raise WebSocketDisconnect).
+        for task in (to_worker, to_client):
+            task.cancel()
+        await asyncio.gather(to_worker, to_client, return_exceptions=True)
         await upstream.close()
 
 

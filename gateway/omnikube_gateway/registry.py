@@ -121,6 +121,7 @@ class WorkerRegistry:
         self._clock = clock
         self.on_change: Callable[[], None] = lambda: None
         self.on_worker_added: Callable[[Worker], None] = lambda worker: None
+        self.on_worker_removed: Callable[[Worker], None] = lambda worker: None
         self.on_unhealthy: Callable[[Worker], None] = lambda worker: None
 
     # -- reading -------------------------------------------------------------------------------
@@ -161,6 +162,7 @@ class WorkerRegistry:
         worker = self._workers.pop(worker_id, None)
         if worker is not None:
             worker.ready = False
+            self.on_worker_removed(worker)
             self.on_change()
         return worker
 
