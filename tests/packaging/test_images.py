@@ -49,8 +49,10 @@ def test_the_worker_image_has_ffmpeg_and_its_simulated_worker_gets_healthy(omnik
     script = (
         "ffmpeg -version | head -1; "
         "omnikube-worker --backend simulated --host 127.0.0.1 --port 22400 >/tmp/worker.log 2>&1 & "
-        "for i in $(seq 1 100); do "
-        "python3 -c 'import urllib.request; print(urllib.request.urlopen(\"http://127.0.0.1:22400/health\").read().decode())' "
+        # /readyz answers 200 only once the (simulated) model is loaded; /health answers from the start.
+        "for i in $(seq 1 300); do "
+        "python3 -c 'import urllib.request as u; u.urlopen(\"http://127.0.0.1:22400/readyz\"); "
+        "print(u.urlopen(\"http://127.0.0.1:22400/health\").read().decode())' "
         "2>/dev/null && exit 0; sleep 0.2; done; cat /tmp/worker.log; exit 1"
     )
     lines = run(omnikube_images, "omnikube/worker:dev", script).splitlines()
