@@ -270,7 +270,7 @@ def test_with_api_keys_on_a_page_opened_with_its_key_works_and_one_without_is_re
         assert "refused the connection" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant").text
 
         browser.get(f"{gateway.url}/turnbased?api_key=secret-key-1")
-        wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+        wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0", 45)
         wait_js(browser, "document.querySelector('#status-pill').textContent.includes('idle')", 10)
         browser.find_element(By.ID, "input").send_keys("Let me in")
         browser.find_element(By.ID, "send").click()
