@@ -25,14 +25,6 @@ remove_containers() {
   [ -z "$ids" ] || $DOCKER rm -f $ids >/dev/null 2>&1 || true
 }
 
-unmount_leftovers() {
-  # Deepest first: secret/projected tmpfs and docker's overlay mounts under the state dir.
-  local m
-  for m in $(findmnt -rn -o TARGET | grep -F "$CLUSTER_DIR/" | sort -r || true); do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
-  done
-}
-
 remove_kubelet_cgroups() {
   local d
   for d in /sys/fs/cgroup/*/kubepods; do
@@ -51,7 +43,7 @@ stop_node() {
   stop_proc apiserver-relay
   [ "$was_node" = 1 ] || return 0
   [ -x "$K8S_BIN/kube-proxy" ] && "$K8S_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
-  unmount_leftovers
+  unmount_under "$CLUSTER_DIR"
   remove_kubelet_cgroups
   remove_runtime_chains
 }
@@ -66,7 +58,7 @@ main() {
   remove_guards
   rm -f "$CLUSTER_DIR/users/"* 2>/dev/null || true
   if [ "$purge" = 1 ]; then
-    unmount_leftovers
+    unmount_under "$CLUSTER_DIR"
     rm -rf "$CLUSTER_DIR"
     log "stopped and purged $CLUSTER_DIR"
   else

@@ -102,6 +102,15 @@ wait_for() {
   done
 }
 
+# unmount_under DIR: every mount below DIR, deepest first (secret/projected tmpfs, docker's
+# overlays and network namespaces left by a daemon that was killed rather than stopped).
+unmount_under() {
+  local m
+  for m in $(findmnt -rn -o TARGET | grep -F "$1/" | sort -r || true); do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+  done
+}
+
 # Serialize up/down between shells and pytest sessions; the pytest fixture takes this lock itself
 # and sets OMNIKUBE_CLUSTER_LOCKED=1 while it calls the scripts.
 take_cluster_lock() {

@@ -102,8 +102,21 @@ start_controllers() {
 
 docker_answers() { $DOCKER version >/dev/null 2>&1; }
 
+# The exec-root is run-time state (on a real host it is a tmpfs that a reboot empties), but ours
+# lives in the cache. A dockerd that was killed with its containers (a session that ended, a
+# machine that went away) leaves one containerd task per container there, and the next
+# containerd cleans each dead shim up before it answers: at ~0.5 s apiece, a hundred of them
+# outlast dockerd's 60 s wait for containerd and it gives up. Nothing in it outlives the daemon.
+clear_stale_exec_root() {
+  local exec_root="$CLUSTER_DIR/docker/exec"
+  [ -d "$exec_root" ] || return 0
+  unmount_under "$exec_root"
+  rm -rf "$exec_root"
+}
+
 start_dockerd() {
   proc_alive dockerd && return 0
+  clear_stale_exec_root
   log "starting dockerd on unix://$DOCKER_SOCK"
   mkdir -p "$CLUSTER_DIR/docker"
   cat >"$CLUSTER_DIR/docker/daemon.json" <<JSON
@@ -123,7 +136,10 @@ JSON
   # Image pulls would go to an outside registry: aim them at a closed local port so they fail fast.
   start_proc dockerd HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
     /usr/sbin/dockerd --config-file "$CLUSTER_DIR/docker/daemon.json"
-  wait_for dockerd 60 docker_answers
+  wait_for dockerd 120 docker_answers || {
+    tail -n 20 "$LOG_DIR/dockerd.log" >&2
+    die "dockerd did not start (log: $LOG_DIR/dockerd.log)"
+  }
 }
 
 # Images pods can use without any registry: the sandbox (pause) image and a static busybox, both
