@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+from tests.fixtures.processes import wait_until, worker_behind_gateway
 
 SAMPLE_RATE = 16_000
 API_KEY = "sk-omnikube-test"
@@ -68,11 +68,8 @@ def _shared_stack(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("clientapi")
     keys = log_dir / "api-keys.txt"
     keys.write_text(f"{API_KEY}\n")
-    worker = launch_worker(log_dir, zero_delay=True)
-    gateway = launch_gateway(log_dir, [worker], args=["--api-keys-file", str(keys), "--max-queue-size", str(MAX_QUEUE)])
-    yield gateway, worker
-    gateway.kill()
-    worker.kill()
+    with worker_behind_gateway(log_dir, ["--api-keys-file", str(keys), "--max-queue-size", str(MAX_QUEUE)]) as (worker, gateway):
+        yield gateway, worker
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+from tests.fixtures.processes import wait_until, worker_behind_gateway
 
 QUEUE_TIMEOUT_S = 3
 
@@ -19,11 +19,8 @@ QUEUE_TIMEOUT_S = 3
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("queue")
-    worker = launch_worker(log_dir, zero_delay=True)
-    gateway = launch_gateway(log_dir, [worker], args=["--max-queue-size", "2", "--timeout", str(QUEUE_TIMEOUT_S)])
-    yield worker, gateway
-    gateway.kill()
-    worker.kill()
+    with worker_behind_gateway(log_dir, ["--max-queue-size", "2", "--timeout", str(QUEUE_TIMEOUT_S)]) as pair:
+        yield pair
 
 
 @pytest.fixture
