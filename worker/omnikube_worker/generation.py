@@ -8,12 +8,14 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import numpy as np
+from starlette.websockets import WebSocket
 
 from omnikube.protocol import OUTPUT_SAMPLE_RATE, StreamChunk
 
 from . import metrics
 from .backend import Backend, GenerateOptions, Piece
 from .media import encode_pcm
+from .wsio import send_json
 
 
 @dataclass
@@ -23,6 +25,7 @@ class Reply:
     audio: list[np.ndarray] = field(default_factory=list)
     stopped: bool = False
     elapsed_ms: float = 0.0
+    pieces: int = 0  # how many pieces reached `on_piece`
 
     def joined_audio(self) -> np.ndarray | None:
         return np.concatenate(self.audio) if self.audio else None
@@ -55,6 +58,7 @@ async def stream_reply(backend: Backend, options: GenerateOptions, stop: threadi
             if on_piece is not None:
                 await on_piece(piece, index)
             index += 1
+            reply.pieces = index
             if stop.is_set():
                 break
     finally:
@@ -73,5 +77,15 @@ def chunk_frame(piece: Piece, index: int) -> dict:
                        audio_data=encode_pcm(piece.audio) if has_audio else None).model_dump()
 
 
-def final_chunk_frame(index: int, reply: Reply) -> dict:
-    return StreamChunk(chunk_index=index, is_final=True, duration_ms=round(reply.elapsed_ms, 1)).model_dump()
+def send_chunks(ws: WebSocket) -> Callable[[Piece, int], Awaitable[None]]:
+    """`on_piece` for half duplex and legacy streaming: each piece goes out as a `chunk` frame."""
+
+    async def send(piece: Piece, index: int) -> None:
+        await send_json(ws, chunk_frame(piece, index))
+
+    return send
+
+
+def final_chunk_frame(reply: Reply) -> dict:
+    """The closing `chunk`, numbered after the pieces `send_chunks` sent."""
+    return StreamChunk(chunk_index=reply.pieces, is_final=True, duration_ms=round(reply.elapsed_ms, 1)).model_dump()

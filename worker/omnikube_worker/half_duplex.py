@@ -25,7 +25,7 @@ from .backend import Audio, GenerateOptions, Turn
 from .content import parts_from_lenient
 from .context import WorkerContext, admit_websocket, get_context, signal_stop
 from .duplex import sanitize_session_id
-from .generation import chunk_frame, final_chunk_frame, stream_reply
+from .generation import final_chunk_frame, send_chunks, stream_reply
 from .media import MAX_DUPLEX_CHUNK_S, MediaError, decode_pcm16k
 from .recording import Recorder, numbered
 from .vad import EnergyVad
@@ -186,23 +186,16 @@ class HalfDuplexSession:
         if self.ended:
             self.turn_stop.set()
         options = self._options(fault)
-        sent = 0
-
-        async def send_chunk(piece, index: int) -> None:
-            nonlocal sent
-            await send_json(self.ws, chunk_frame(piece, index))
-            sent = index + 1
-
         try:
             await self.ctx.backend.stream_prefill([Turn("user", [Audio(segment)])], options)
-            reply = await stream_reply(self.ctx.backend, options, self.turn_stop, TYPE, send_chunk, ended_at)
+            reply = await stream_reply(self.ctx.backend, options, self.turn_stop, TYPE, send_chunks(self.ws), ended_at)
         except Disconnected:
             raise
         except Exception as exc:  # model failure: report it, the session continues
             await send_error(self.ws, f"{exc.__class__.__name__}: {exc}")
             return
         if not reply.stopped:
-            await send_json(self.ws, final_chunk_frame(sent, reply))
+            await send_json(self.ws, final_chunk_frame(reply))
         if self.recorder is not None:
             speech_ms = int(segment.size * 1000 / INPUT_SAMPLE_RATE)
             user_audio = self.recorder.save_wav(f"user_audio/{numbered(self.turns)}.wav", segment, INPUT_SAMPLE_RATE)

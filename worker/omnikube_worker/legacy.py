@@ -20,7 +20,7 @@ from . import metrics
 from .backend import GenerateOptions
 from .content import turns_from_lenient
 from .context import WorkerContext, get_context, signal_stop
-from .generation import chunk_frame, final_chunk_frame, stream_reply
+from .generation import final_chunk_frame, send_chunks, stream_reply
 from .media import MediaError, decode_pcm16k
 from .state import Busy, Lease, NotReady
 from .wsio import BadFrame, Disconnected, FrameReader, close, parse, send_error, send_json
@@ -121,22 +121,15 @@ class StreamingSession:
         options = GenerateOptions(max_new_tokens=generate.max_new_tokens, length_penalty=generate.length_penalty,
                                   generate_audio=generate.generate_audio, voice=self.voice, use_tts_template=True,
                                   fault=fault if isinstance(fault, str) else None)
-        sent = 0
-
-        async def send_chunk(piece, index: int) -> None:
-            nonlocal sent
-            await send_json(self.ws, chunk_frame(piece, index))
-            sent = index + 1
-
         try:
-            reply = await stream_reply(self.ctx.backend, options, self.stop, TYPE, send_chunk)
+            reply = await stream_reply(self.ctx.backend, options, self.stop, TYPE, send_chunks(self.ws))
         except Disconnected:
             raise
         except Exception as exc:
             await self._model_error(exc)
             return
         if not reply.stopped:
-            await send_json(self.ws, final_chunk_frame(sent, reply))
+            await send_json(self.ws, final_chunk_frame(reply))
         stats = TokenStats(cached_tokens=self.cached_tokens, input_tokens=self.input_tokens,
                            generated_tokens=reply.tokens, total_tokens=self.input_tokens + reply.tokens)
         await send_json(self.ws, {"type": "done", "elapsed_ms": round(reply.elapsed_ms, 1), "session_id": self.session_id,
