@@ -60,6 +60,9 @@ start_apiserver() {
     return 0
   fi
   log "starting kube-apiserver on $SERVER_URL (advertised to pods as $DOCKER_BRIDGE_IP)"
+  # OwnerReferencesPermissionEnforcement (on in OpenShift and other hardened clusters): a client
+  # that sets blockOwnerDeletion must be allowed to update the owner's finalizers; with it on here,
+  # the tests prove the chart's RBAC grants the operator that.
   # Host clients use loopback; pods reach it through the service IP -> 172.17.0.1, served by the
   # socat relay the node adds (so adding a node never moves or restarts the API server).
   start_proc kube-apiserver "$K8S_BIN/kube-apiserver" \
@@ -70,6 +73,7 @@ start_apiserver() {
     --client-ca-file "$PKI_DIR/ca.crt" \
     --token-auth-file "$PKI_DIR/tokens.csv" \
     --authorization-mode RBAC \
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --service-account-key-file "$PKI_DIR/sa.pub" \
     --service-account-signing-key-file "$PKI_DIR/sa.key" \

@@ -1,11 +1,17 @@
 """The chart's rendered objects, and the plain manifests, are accepted by the real API server in a
-server-side dry run: schema, RBAC rules, the sample against the OmniDeployment CRD."""
+server-side dry run: schema, RBAC rules, the sample against the OmniDeployment CRD; and the
+operator's role is enough where the API server enforces owner-reference permissions."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+
+import kopf
 import pytest
 import yaml
 
+from omnikube import labels
 from tests.fixtures.packaging import REPO, render_chart
 
 pytestmark = pytest.mark.cluster
@@ -44,3 +50,40 @@ def test_the_plain_manifests_pass_a_server_side_dry_run(k8s_cluster, omnideploym
         if "namespace" not in obj["metadata"]:
             obj["metadata"]["name"] += f"-{namespace[-6:]}"
     dry_run(k8s_cluster, objects)
+
+
+def _operator_rules_bound_to(cluster, namespace: str, rules: list[dict]) -> str:
+    """A ClusterRole with `rules` bound to a fresh service account; returns the user to impersonate."""
+    name = f"owner-refs-{namespace[-6:]}-{len(rules)}"
+    cluster.apply_manifest([
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": name},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]},
+    ])
+    return f"system:serviceaccount:{namespace}:{name}"
+
+
+def _owned_config_map(cluster, namespace: str, user: str, owner: dict) -> subprocess.CompletedProcess:
+    child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"child-{len(user)}", "namespace": namespace}}
+    kopf.adopt(child, owner=owner)  # what the operator does to every child: blockOwnerDeletion=true
+    return cluster.kubectl("--as", user, "create", "-f", "-", input=yaml.safe_dump(child), check=False)
+
+
+def test_the_operator_role_may_block_its_owners_deletion_where_the_api_server_enforces_it(
+        k8s_cluster, omnideployment_crd, namespace):
+    # The local API server runs OwnerReferencesPermissionEnforcement, as hardened clusters do.
+    sample = yaml.safe_load((REPO / "manifests" / "samples" / "minimal.yaml").read_text())
+    sample["metadata"]["namespace"] = namespace
+    k8s_cluster.apply_manifest(sample)
+    owner = json.loads(k8s_cluster.kubectl("get", "-n", namespace, labels.PLURAL, sample["metadata"]["name"], "-o", "json").stdout)
+    (role,) = [o for o in render_chart(namespace=namespace) if o["kind"] == "ClusterRole"]
+    without_finalizers = [r for r in role["rules"] if "omnideployments/finalizers" not in r["resources"]]
+    assert len(without_finalizers) == len(role["rules"]) - 1
+
+    refused = _owned_config_map(k8s_cluster, namespace, _operator_rules_bound_to(k8s_cluster, namespace, without_finalizers), owner)
+    assert refused.returncode != 0 and "cannot set blockOwnerDeletion" in refused.stderr
+
+    allowed = _owned_config_map(k8s_cluster, namespace, _operator_rules_bound_to(k8s_cluster, namespace, role["rules"]), owner)
+    assert allowed.returncode == 0, allowed.stderr
