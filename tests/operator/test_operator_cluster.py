@@ -91,6 +91,57 @@ def test_status_explains_unschedulable_workers_and_notes_missing_prometheus(omni
     assert status["gatewayEndpoint"] == f"http://pending-gateway.{omni.namespace}.svc:8006"
 
 
+def _monitoring_crd(kind: str, plural: str) -> dict[str, Any]:
+    """The Prometheus Operator's CRD for `kind`, schema left open: the operator's objects are what is
+    under test, and the real CRDs cannot be fetched here."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {"group": "monitoring.coreos.com", "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                 "versions": [{"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                     "type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]},
+    }
+
+
+@pytest.fixture
+def prometheus_operator_crds(k8s_cluster) -> Iterator[None]:
+    """ServiceMonitor and PodMonitor served while one test runs; removed after it, so that the other
+    tests see a cluster without the Prometheus Operator, as the local one is."""
+    crds = [_monitoring_crd("ServiceMonitor", "servicemonitors"), _monitoring_crd("PodMonitor", "podmonitors")]
+    k8s_cluster.apply_manifest(crds)
+    for crd in crds:
+        k8s_cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", crd["metadata"]["name"])
+    yield
+    k8s_cluster.kubectl("delete", "--wait=true", "--timeout=60s", "crd", *(crd["metadata"]["name"] for crd in crds))
+
+
+def test_with_the_prometheus_operator_the_gateway_and_workers_get_monitors_until_switched_off(
+        omni, start_operator, prometheus_operator_crds):
+    start_operator()
+    omni.create("mon", spec(replicas=1, monitoring={"labels": {"release": "prometheus"}, "interval": "30s"}))
+    service_monitor = eventually(lambda: omni.child("monitoring.coreos.com/v1", "ServiceMonitor", "mon-gateway"), 30,
+                                 "the gateway's ServiceMonitor")
+    pod_monitor = eventually(lambda: omni.child("monitoring.coreos.com/v1", "PodMonitor", "mon-workers"), 30,
+                             "the workers' PodMonitor")
+    gateway_service = omni.child("v1", "Service", "mon-gateway")
+    assert service_monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert service_monitor["spec"]["selector"]["matchLabels"].items() <= gateway_service["metadata"]["labels"].items()
+    (endpoint,) = service_monitor["spec"]["endpoints"]
+    assert endpoint["interval"] == "30s" and endpoint["port"] in {p.get("name") for p in gateway_service["spec"]["ports"]}
+    eventually(lambda: omni.pods("mon"), 30, "the worker pod")
+    pod = omni.pods("mon")[0]
+    assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (pod_endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
+    assert pod_endpoint["port"] in {p.get("name") for p in pod["spec"]["containers"][0]["ports"]}
+    assert not any("Prometheus" in note for note in omni.status("mon").get("notes") or [])
+
+    omni.patch_spec("mon", {"monitoring": {"podMonitor": False}})
+    eventually(lambda: omni.child("monitoring.coreos.com/v1", "PodMonitor", "mon-workers") is None, 30,
+               "the PodMonitor to be removed")
+    assert omni.child("monitoring.coreos.com/v1", "ServiceMonitor", "mon-gateway") is not None
+
+
 def test_status_reaches_ready_and_kubectl_wait_sees_it(omni, start_operator, start_worker):
     start_operator()
     omni.create("ready", spec(replicas=2))
