@@ -6,11 +6,16 @@ Two estimators share one interface so that a recorded trace can be replayed thro
   an exponential moving average once a type has `min_samples` samples; a running session has
   `eta(type) - elapsed` left, or a flat 15 s once it overran; tickets are laid onto a min-heap of
   busy workers in queue order; with no busy worker every ticket gets 0.
-- `ResidualEstimator` is Omnikube's: the seed's baselines and EMA remain the floor for types
-  with few samples, but a running session's remaining time is the *conditional* mean residual of
-  the observed durations given how long it has already run (heavy-tailed sessions that ran long
-  tend to run longer; short ones left the sample), and the simulation includes idle and busy
-  workers alike, so an idle-but-about-to-be-taken worker is not invisible.
+- `ResidualEstimator` is Omnikube's. A wait is a sum of uncertain durations, and clients judge an
+  ETA by how far off it was *relative* to the wait, so it estimates the wait's distribution and
+  answers its median rather than adding up means (heavy-tailed durations make means far longer
+  than the typical wait). Per task type it keeps the recent durations; a running session's
+  remaining time is drawn from the durations longer than its age (so a session that already ran
+  long is expected to run longer), or, past the last few samples or with none yet, from a
+  log-normal fitted to them (the seed's baseline as its mean until a type has samples). A fixed
+  set of stratified draws lays the queue onto every usable worker, idle ones included, in FIFO
+  order; each ticket's ETA is the median of its wait over the draws. Draws are seeded, so the
+  same state always gives the same answer.
 
 Only durations of sessions that ended normally are fed in (the dispatcher never records failed,
 cancelled or aborted ones), and paused time is excluded by the caller.
@@ -24,13 +29,22 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Protocol, Sequence
 
+import numpy as np
+
 from omnikube.config import ServiceSection
 from omnikube.protocol import TaskType
 
 OVERRUN_FALLBACK_S = 15.0  # the seed's remaining time for a session past its estimate
-MIN_REMAINING_S = 1.0      # ours: a running session always has at least this left
+MIN_REMAINING_S = 1.0      # ours: a running session's reported remaining time is at least this
 DEFAULT_OTHER_S = 30.0     # the seed's baseline for labels without one
-SAMPLE_WINDOW = 256        # durations kept per type for the residual estimate
+SAMPLE_WINDOW = 256        # durations kept per type
+
+DRAWS = 64                 # Monte-Carlo draws per estimate: ~5 % noise on a median, cheap to lay out
+PRIOR_SIGMA = 1.0          # log-normal spread assumed before a type has samples
+PRIOR_WEIGHT = 3           # pseudo-samples of PRIOR_SIGMA in a fitted spread (few samples fit too tight)
+MIN_TAIL = 8               # empirical residual needs this many longer samples, else the fitted tail
+MC_TICKETS = 32            # tickets laid out per draw; deeper ones continue from the medians
+DRAW_SEED = 20260101
 
 
 def baselines_from_config(service: ServiceSection) -> dict[TaskType, float]:
@@ -98,35 +112,6 @@ class SeedEstimator:
         return _lay_out(heap, queued, self.expected, empty_value=0.0)
 
 
-class ResidualEstimator(SeedEstimator):
-    """Omnikube's estimator: conditional residual life for running sessions, idle workers count."""
-
-    def expected(self, task_type: TaskType) -> float:
-        stats = self.stats[task_type]
-        if stats.samples >= self.min_samples and stats.window:
-            # The mean, not the EMA: for a sum of future sessions the mean is the unbiased choice.
-            return sum(stats.window) / len(stats.window)
-        return super().expected(task_type)
-
-    def remaining(self, running: Running) -> float:
-        stats = self.stats[running.task_type]
-        elapsed = max(0.0, running.elapsed_s)
-        if stats.samples >= self.min_samples and stats.window:
-            longer = [d - elapsed for d in stats.window if d > elapsed]
-            if longer:
-                return max(MIN_REMAINING_S, sum(longer) / len(longer))
-            # Past every sample seen: heavy tails say the remaining life grows with the age.
-            return max(MIN_REMAINING_S, 0.25 * elapsed)
-        return max(MIN_REMAINING_S, self.expected(running.task_type) - elapsed)
-
-    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[TaskType]) -> list[float]:
-        heap = [0.0 if w is None else self.remaining(w) for w in workers]
-        if not heap:
-            # No usable worker at all: assume one appears now rather than claim 0 s for everyone.
-            heap = [0.0]
-        return _lay_out(heap, queued, self.expected, empty_value=0.0)
-
-
 def _lay_out(heap: list[float], queued: Iterable[TaskType], expected, *, empty_value: float) -> list[float]:
     """Hand queued tickets, in order, to whichever worker frees first."""
     queued = list(queued)
@@ -139,3 +124,158 @@ def _lay_out(heap: list[float], queued: Iterable[TaskType], expected, *, empty_v
         waits.append(round(max(0.0, t), 1))
         heapq.heappush(heap, t + expected(task_type))
     return waits
+
+
+# -- Omnikube's estimator ------------------------------------------------------------------------
+
+# Stratified quantile levels, one per draw; each worker and ticket gets its own fixed shuffle of
+# them (a Latin hypercube), so draws cover every level yet are independent across sessions.
+_LEVELS = (np.arange(DRAWS) + 0.5) / DRAWS
+_Z_GRID = np.linspace(-37.0, 9.0, 9201)
+_LOG_CDF = np.array([math.log(0.5 * math.erfc(-z / math.sqrt(2))) for z in _Z_GRID])
+
+
+def _normal_quantile_from_log_cdf(log_p: np.ndarray) -> np.ndarray:
+    """z with log Φ(z) = log_p; a table keeps it vectorised and exact enough far into the tails."""
+    return np.interp(log_p, _LOG_CDF, _Z_GRID)
+
+
+def _log_survival(z: np.ndarray) -> np.ndarray:
+    """log(1 - Φ(z)) = log Φ(-z), from the same table (clamped far in the tails)."""
+    return np.interp(-z, _Z_GRID, _LOG_CDF)
+
+
+class _Shuffles:
+    """Column j of `take(n)` is the j-th fixed permutation of the draw indices."""
+
+    def __init__(self) -> None:
+        self._rng = np.random.default_rng(DRAW_SEED)
+        self._columns = np.empty((DRAWS, 0), dtype=np.intp)
+
+    def take(self, n: int) -> np.ndarray:
+        if self._columns.shape[1] < n:
+            grow = max(n, 2 * self._columns.shape[1]) - self._columns.shape[1]
+            fresh = np.argsort(self._rng.random((DRAWS, grow)), axis=0)
+            self._columns = np.concatenate([self._columns, fresh], axis=1)
+        return self._columns[:, :n]
+
+
+@dataclass(frozen=True)
+class _Durations:
+    """What is known of one type's durations: the sorted samples (if enough) and a log-normal fit."""
+
+    values: np.ndarray | None
+    mu: float
+    sigma: float
+
+    def draws(self) -> np.ndarray:
+        """One duration per quantile level."""
+        if self.values is not None:
+            return self.values[(_LEVELS * len(self.values)).astype(np.intp)]
+        return np.exp(self.mu + self.sigma * _normal_quantile_from_log_cdf(np.log(_LEVELS)))
+
+    def residual_draws(self, elapsed: np.ndarray) -> np.ndarray:
+        """Remaining time of sessions that ran `elapsed` so far: one row per level, one column each."""
+        out = np.empty((DRAWS, len(elapsed)))
+        tail = np.ones(len(elapsed), dtype=bool)
+        if self.values is not None:
+            start = np.searchsorted(self.values, elapsed, side="right")
+            longer = len(self.values) - start
+            tail = longer < MIN_TAIL
+            if not tail.all():
+                empirical = ~tail
+                index = start[empirical] + (_LEVELS[:, None] * longer[empirical]).astype(np.intp)
+                out[:, empirical] = self.values[index] - elapsed[empirical]
+        if tail.any():
+            age = np.maximum(elapsed[tail], 1e-9)
+            # Conditional log-normal: the survival beyond the age, split into the same levels.
+            log_survival = _log_survival((np.log(age) - self.mu) / self.sigma)
+            log_p_above = np.log1p(-_LEVELS)[:, None] + log_survival[None, :]
+            z = -_normal_quantile_from_log_cdf(log_p_above)
+            out[:, tail] = np.maximum(np.exp(self.mu + self.sigma * z) - age, 0.0)
+        return out
+
+
+class ResidualEstimator(SeedEstimator):
+    """Omnikube's estimator: the median of a Monte-Carlo wait over conditional residual lives."""
+
+    def __init__(self, baselines: Mapping[TaskType, float], *, alpha: float = 0.3, min_samples: int = 3):
+        super().__init__(baselines, alpha=alpha, min_samples=min_samples)
+        self._fits: dict[TaskType, tuple[tuple[int, float], _Durations]] = {}
+        self._shuffles = _Shuffles()
+
+    def durations(self, task_type: TaskType) -> _Durations:
+        baseline = self.baselines.get(task_type, DEFAULT_OTHER_S)
+        stats = self.stats[task_type]
+        key = (stats.samples, baseline)  # the baseline can change at runtime (PUT /api/config/eta)
+        cached = self._fits.get(task_type)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        if stats.samples >= self.min_samples and stats.window:
+            values = np.sort(np.fromiter(stats.window, dtype=float))
+            logs = np.log(values)
+            n = len(logs)
+            spread = float(((logs - logs.mean()) ** 2).sum())
+            sigma = math.sqrt((spread + PRIOR_WEIGHT * PRIOR_SIGMA ** 2) / (n - 1 + PRIOR_WEIGHT))
+            fit = _Durations(values, float(logs.mean()), sigma)
+        else:
+            # Before samples: a log-normal whose mean is the baseline.
+            fit = _Durations(None, math.log(baseline) - PRIOR_SIGMA ** 2 / 2, PRIOR_SIGMA)
+        self._fits[task_type] = (key, fit)
+        return fit
+
+    def expected(self, task_type: TaskType) -> float:
+        fit = self.durations(task_type)
+        if fit.values is None:
+            return self.baselines.get(task_type, DEFAULT_OTHER_S)
+        return float(fit.values.mean())
+
+    def remaining(self, running: Running) -> float:
+        """The median remaining time of one running session."""
+        draws = self.durations(running.task_type).residual_draws(np.array([max(0.0, running.elapsed_s)]))
+        return max(MIN_REMAINING_S, round(float(np.median(draws)), 1))
+
+    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[TaskType]) -> list[float]:
+        if not queued:
+            return []
+        # No usable worker at all: assume one appears now rather than claim 0 s for everyone.
+        free_at = self._residuals(workers) if workers else np.zeros((DRAWS, 1))
+        return [round(max(0.0, w), 1) for w in self._lay_out(free_at, list(queued))]
+
+    def _residuals(self, workers: Sequence[Running | None]) -> np.ndarray:
+        """When each worker frees, per draw (rows) and worker (columns); idle ones at 0."""
+        by_level = np.zeros((DRAWS, len(workers)))
+        groups: dict[TaskType, list[int]] = {}
+        for column, worker in enumerate(workers):
+            if worker is not None:
+                groups.setdefault(worker.task_type, []).append(column)
+        for task_type, columns in groups.items():
+            elapsed = np.array([max(0.0, workers[c].elapsed_s) for c in columns])
+            by_level[:, columns] = self.durations(task_type).residual_draws(elapsed)
+        return np.take_along_axis(by_level, self._shuffles.take(len(workers)), axis=0)
+
+    def _lay_out(self, free_at: np.ndarray, queued: Sequence[TaskType]) -> list[float]:
+        """Median start of each queued ticket, FIFO onto whichever worker frees first.
+
+        The first MC_TICKETS tickets are laid out per draw; deeper ones, whose waits are sums of
+        many durations and so far less uncertain, continue from the per-rank medians of the
+        workers' free times with mean durations (the two agree on the boundary ticket).
+        """
+        sampled = list(queued[:MC_TICKETS])
+        per_type = {t: self.durations(t).draws() for t in set(sampled)}
+        by_level = np.stack([per_type[t] for t in sampled], axis=1)
+        workers = free_at.shape[1]
+        lengths = np.take_along_axis(by_level, self._shuffles.take(workers + len(sampled))[:, workers:], axis=0)
+        flat = free_at.ravel().copy()
+        row_offsets = np.arange(DRAWS) * workers
+        starts = np.empty((DRAWS, len(sampled)))
+        for j in range(len(sampled)):
+            first = flat.reshape(DRAWS, workers).argmin(axis=1) + row_offsets
+            start = flat[first]
+            starts[:, j] = start
+            flat[first] = start + lengths[:, j]
+        waits = [float(w) for w in np.median(starts, axis=0)]
+        if len(queued) > MC_TICKETS:
+            heap = [float(v) for v in np.median(np.sort(flat.reshape(DRAWS, workers), axis=1), axis=0)]
+            waits += _lay_out(heap, queued[MC_TICKETS:], self.expected, empty_value=0.0)
+        return waits
