@@ -131,6 +131,8 @@ def _lay_out(heap: list[float], queued: Iterable[TaskType], expected, *, empty_v
 # Stratified quantile levels, one per draw; each worker and ticket gets its own fixed shuffle of
 # them (a Latin hypercube), so draws cover every level yet are independent across sessions.
 _LEVELS = (np.arange(DRAWS) + 0.5) / DRAWS
+_LOG_ABOVE_LEVELS = np.log1p(-_LEVELS)
+_MIDDLE = [(DRAWS - 1) // 2, DRAWS // 2]
 _Z_GRID = np.linspace(-37.0, 9.0, 9201)
 _LOG_CDF = np.array([math.log(0.5 * math.erfc(-z / math.sqrt(2))) for z in _Z_GRID])
 
@@ -160,40 +162,37 @@ class _Shuffles:
         return self._columns[:, :n]
 
 
-@dataclass(frozen=True)
 class _Durations:
     """What is known of one type's durations: the sorted samples (if enough) and a log-normal fit."""
 
-    values: np.ndarray | None
-    mu: float
-    sigma: float
-
-    def draws(self) -> np.ndarray:
-        """One duration per quantile level."""
-        if self.values is not None:
-            return self.values[(_LEVELS * len(self.values)).astype(np.intp)]
-        return np.exp(self.mu + self.sigma * _normal_quantile_from_log_cdf(np.log(_LEVELS)))
+    def __init__(self, values: np.ndarray | None, mu: float, sigma: float) -> None:
+        self.values, self.mu, self.sigma = values, mu, sigma
+        self.mean = float(values.mean()) if values is not None else math.exp(mu + sigma ** 2 / 2)
+        # One duration per quantile level, for queued tickets of this type.
+        if values is not None:
+            self.draws = values[(_LEVELS * len(values)).astype(np.intp)]
+        else:
+            self.draws = np.exp(mu + sigma * _normal_quantile_from_log_cdf(np.log(_LEVELS)))
 
     def residual_draws(self, elapsed: np.ndarray) -> np.ndarray:
         """Remaining time of sessions that ran `elapsed` so far: one row per level, one column each."""
-        out = np.empty((DRAWS, len(elapsed)))
-        tail = np.ones(len(elapsed), dtype=bool)
-        if self.values is not None:
-            start = np.searchsorted(self.values, elapsed, side="right")
-            longer = len(self.values) - start
-            tail = longer < MIN_TAIL
-            if not tail.all():
-                empirical = ~tail
-                index = start[empirical] + (_LEVELS[:, None] * longer[empirical]).astype(np.intp)
-                out[:, empirical] = self.values[index] - elapsed[empirical]
+        if self.values is None:
+            return self._tail(elapsed)
+        start = np.searchsorted(self.values, elapsed, side="right")
+        longer = len(self.values) - start
+        index = np.minimum(start + (_LEVELS[:, None] * longer).astype(np.intp), len(self.values) - 1)
+        draws = self.values[index] - elapsed  # tail columns are overwritten below
+        tail = longer < MIN_TAIL
         if tail.any():
-            age = np.maximum(elapsed[tail], 1e-9)
-            # Conditional log-normal: the survival beyond the age, split into the same levels.
-            log_survival = _log_survival((np.log(age) - self.mu) / self.sigma)
-            log_p_above = np.log1p(-_LEVELS)[:, None] + log_survival[None, :]
-            z = -_normal_quantile_from_log_cdf(log_p_above)
-            out[:, tail] = np.maximum(np.exp(self.mu + self.sigma * z) - age, 0.0)
-        return out
+            draws[:, tail] = self._tail(elapsed[tail])
+        return draws
+
+    def _tail(self, elapsed: np.ndarray) -> np.ndarray:
+        """The fitted log-normal's remaining time beyond each age, split into the same levels."""
+        age = np.maximum(elapsed, 1e-9)
+        log_survival = _log_survival((np.log(age) - self.mu) / self.sigma)
+        z = -_normal_quantile_from_log_cdf(_LOG_ABOVE_LEVELS[:, None] + log_survival[None, :])
+        return np.maximum(np.exp(self.mu + self.sigma * z) - age, 0.0)
 
 
 class ResidualEstimator(SeedEstimator):
@@ -225,10 +224,7 @@ class ResidualEstimator(SeedEstimator):
         return fit
 
     def expected(self, task_type: TaskType) -> float:
-        fit = self.durations(task_type)
-        if fit.values is None:
-            return self.baselines.get(task_type, DEFAULT_OTHER_S)
-        return float(fit.values.mean())
+        return self.durations(task_type).mean
 
     def remaining(self, running: Running) -> float:
         """The median remaining time of one running session."""
@@ -252,7 +248,7 @@ class ResidualEstimator(SeedEstimator):
         for task_type, columns in groups.items():
             elapsed = np.array([max(0.0, workers[c].elapsed_s) for c in columns])
             by_level[:, columns] = self.durations(task_type).residual_draws(elapsed)
-        return np.take_along_axis(by_level, self._shuffles.take(len(workers)), axis=0)
+        return by_level[self._shuffles.take(len(workers)), np.arange(len(workers))]
 
     def _lay_out(self, free_at: np.ndarray, queued: Sequence[TaskType]) -> list[float]:
         """Median start of each queued ticket, FIFO onto whichever worker frees first.
@@ -262,20 +258,27 @@ class ResidualEstimator(SeedEstimator):
         workers' free times with mean durations (the two agree on the boundary ticket).
         """
         sampled = list(queued[:MC_TICKETS])
-        per_type = {t: self.durations(t).draws() for t in set(sampled)}
+        per_type = {t: self.durations(t).draws for t in set(sampled)}
         by_level = np.stack([per_type[t] for t in sampled], axis=1)
         workers = free_at.shape[1]
-        lengths = np.take_along_axis(by_level, self._shuffles.take(workers + len(sampled))[:, workers:], axis=0)
+        lengths = by_level[self._shuffles.take(workers + len(sampled))[:, workers:], np.arange(len(sampled))]
         flat = free_at.ravel().copy()
+        grid = flat.reshape(DRAWS, workers)  # a view: the lay-out writes through `flat`
         row_offsets = np.arange(DRAWS) * workers
         starts = np.empty((DRAWS, len(sampled)))
         for j in range(len(sampled)):
-            first = flat.reshape(DRAWS, workers).argmin(axis=1) + row_offsets
+            first = grid.argmin(axis=1) + row_offsets
             start = flat[first]
             starts[:, j] = start
             flat[first] = start + lengths[:, j]
-        waits = [float(w) for w in np.median(starts, axis=0)]
+        waits = _medians(starts).tolist()
         if len(queued) > MC_TICKETS:
-            heap = [float(v) for v in np.median(np.sort(flat.reshape(DRAWS, workers), axis=1), axis=0)]
+            heap = _medians(np.sort(grid, axis=1)).tolist()
             waits += _lay_out(heap, queued[MC_TICKETS:], self.expected, empty_value=0.0)
         return waits
+
+
+def _medians(draws: np.ndarray) -> np.ndarray:
+    """Median of each column (np.median's checks cost more than the sort at this size)."""
+    middle = np.sort(draws, axis=0)[_MIDDLE]
+    return (middle[0] + middle[1]) / 2
