@@ -102,6 +102,8 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes nobody asked for: this connection can no longer be trusted
             return
         self._started = True
+        if not self._headers_done:
+            self._head_size += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -109,7 +111,7 @@ class _Connection(asyncio.Protocol):
             return
         if self._size > self._max_body:
             self._fail(ResponseTooLarge(f"answer larger than {self._max_body} bytes"))
-        elif self._head_size > MAX_HEADER_BYTES:
+        elif not self._headers_done and self._head_size > MAX_HEADER_BYTES:
             self._fail(UpstreamError(f"answer headers larger than {MAX_HEADER_BYTES} bytes"))
 
     def eof_received(self) -> bool:
@@ -137,7 +139,6 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks --
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_size += len(name) + len(value) + 4
         lowered = name.lower()
         if lowered == b"content-length" or lowered == b"transfer-encoding":
             self._framed = True
@@ -153,7 +154,10 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         answer = self._answer
-        if answer is None or answer.done() or self._size > self._max_body:
+        if answer is None or answer.done():
+            self.close()  # a second answer to one request: the connection is out of step
+            return
+        if self._size > self._max_body:
             return
         self.keep_alive = self._parser.should_keep_alive()
         answer.set_result(Answer(self._status, b"".join(self._chunks)))
@@ -169,8 +173,11 @@ class _Connection(asyncio.Protocol):
         try:
             if len(body) <= SMALL_BODY:
                 self.transport.write(head + body)
-            else:
-                await self._write_large(head, body, answer)
+                return await answer
+            if not await self._write_large(head, body, answer):
+                # Answered before taking the whole body (an early error): the rest of the body
+                # would be read as the next request, so this connection is not reused.
+                self.close()
             return await answer
         finally:
             timer.cancel()
@@ -178,15 +185,17 @@ class _Connection(asyncio.Protocol):
             if not answer.done() or answer.cancelled() or answer.exception() is not None:
                 self.close()
 
-    async def _write_large(self, head: bytes, body: bytes, answer: asyncio.Future) -> None:
+    async def _write_large(self, head: bytes, body: bytes, answer: asyncio.Future) -> bool:
+        """Writes in slices, never buffering much more than the socket holds; False if cut short."""
         self.transport.write(head)
         view = memoryview(body)
         for start in range(0, len(body), WRITE_CHUNK):
             if answer.done() or self.closed:
-                return  # the worker answered early or went away: the answer says which
+                return False  # the worker answered early or went away: the answer says which
             self.transport.write(view[start:start + WRITE_CHUNK])
             if self._drained is not None:
                 await asyncio.wait({self._drained, answer}, return_when=asyncio.FIRST_COMPLETED)
+        return True
 
     def _time_out(self) -> None:
         self._fail(UpstreamTimeout(f"no complete answer within {self._timeout:g} s"))

@@ -190,6 +190,36 @@ async def test_a_body_of_several_megabytes_arrives_whole():
         server.close()
 
 
+
+async def test_a_worker_that_answers_before_taking_a_large_body_gets_a_fresh_connection_next_time():
+    connections, ended = [], []
+    refusal = b'{"detail":"too large"}'
+
+    async def refuse_early(reader, writer):
+        connections.append(writer)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: %d\r\n\r\n%s" % (len(refusal), refusal))
+            await writer.drain()
+            while await reader.read(1 << 20):  # keeps the connection open: only the client can tell it is unusable
+                pass
+        except ConnectionError:
+            pass
+        finally:
+            ended.append(writer)
+
+    server, url = await serve(refuse_early)
+    try:
+        pool = Pool("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        for _ in range(2):
+            answer = await pool.request("POST", "/chat", b"x" * (20 * 1024 * 1024), timeout=10.0)
+            assert (answer.status, answer.body) == (413, refusal)
+        assert len(connections) == 2
+        await until(lambda: len(ended) == 2, "the client to close both connections")
+    finally:
+        server.close()
+
+
 async def test_discarding_a_worker_closes_its_idle_chat_connections():
     async with Server(lambda i: RESPONSE) as server:
         clients = WorkerClients(httpx.Timeout(5.0))
