@@ -12,13 +12,24 @@ rule, `SeedEstimator`) are replayed on the same recorded events (arrivals, start
 seconds; the live column is what clients were told by the running gateway (our estimator).
 """
 
+# Offline loops for developing the estimator (not part of the report):
+#   python -m bench.eta_trace replay tmp/bench/<stamp>/eta/outcomes.json   a recorded run, both estimators
+#   python -m bench.eta_trace simulate --seeds 1-12 --workers 4 --load 0.9  idealised FIFO runs, no gateway
+#   python -m bench.eta_trace live --seed 7                                 a real run on another trace
+
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
+import heapq
 import json
+import random
+import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,7 +40,7 @@ from omnikube.protocol import TaskType
 from omnikube_gateway.eta import Estimator, ResidualEstimator, Running, SeedEstimator, baselines_from_config
 
 from .context import Context
-from .procs import ProcessGroup, free_ports
+from .procs import REPO, ProcessGroup, free_ports
 from .report import Section, Table, Target
 from .stack import start_gateway, start_workers
 from .stats import fmt, fmt_pct, percentile
@@ -226,10 +237,9 @@ def live(outcomes: list[Outcome], compression: float) -> list[Prediction]:
             for o in outcomes if o.error is None and o.live_eta_s is not None and _waited(o, compression)]
 
 
-def run(ctx: Context) -> Section:
-    workers, load = 4, 0.9
+def run(ctx: Context, seed: int = SEED, workers: int = 4, load: float = 0.9) -> Section:
     count, compression = (80, 60.0) if ctx.quick else (240, 30.0)
-    trace = synthetic_trace(SEED, count, workers, load)
+    trace = synthetic_trace(seed, count, workers, load)
     log_dir = ctx.dir("eta")
     with ProcessGroup(log_dir) as group:
         ports = free_ports(workers)
@@ -238,21 +248,64 @@ def run(ctx: Context) -> Section:
         started = time.monotonic()
         outcomes = asyncio.run(Driver(gateway.url, compression).run(trace))
         wall_s = time.monotonic() - started
+    save_outcomes(log_dir / "outcomes.json", outcomes, seed, workers, load, compression)
+    results = compare(outcomes, workers, compression)
+    results["ours (live gateway)"] = live(outcomes, compression)
+    return _section(results, outcomes, trace, seed, workers, load, compression, wall_s)
+
+
+def compare(outcomes: list[Outcome], workers: int, compression: float) -> dict[str, list[Prediction]]:
+    """Both estimators replayed on the same events, each from the seed's default baselines."""
     baselines = baselines_from_config(ServiceSection())
-    results = {
+    return {
         "ours (replayed)": replay(outcomes, workers, compression, ResidualEstimator(baselines)),
         "seed rule (replayed)": replay(outcomes, workers, compression, SeedEstimator(baselines)),
-        "ours (live gateway)": live(outcomes, compression),
     }
-    (log_dir / "outcomes.json").write_text(json.dumps([
-        {"index": o.item.index, "type": o.item.task_type.value, "arrival_trace_s": o.item.arrival_s,
-         "duration_trace_s": o.item.duration_s, "arrived": o.arrived, "started": o.started, "ended": o.ended,
-         "queued": o.queued, "live_eta_s": o.live_eta_s, "error": o.error} for o in outcomes], indent=1))
-    return _section(results, outcomes, trace, workers, load, compression, wall_s)
+
+
+def save_outcomes(path: Path, outcomes: list[Outcome], seed: int, workers: int, load: float,
+                  compression: float) -> None:
+    path.write_text(json.dumps({
+        "seed": seed, "workers": workers, "load": load, "compression": compression,
+        "outcomes": [
+            {"index": o.item.index, "type": o.item.task_type.value, "arrival_trace_s": o.item.arrival_s,
+             "duration_trace_s": o.item.duration_s, "arrived": o.arrived, "started": o.started, "ended": o.ended,
+             "queued": o.queued, "live_eta_s": o.live_eta_s, "error": o.error} for o in outcomes],
+    }, indent=1))
+
+
+def load_outcomes(path: Path) -> tuple[list[Outcome], int, float]:
+    """Outcomes, workers and compression of a recorded run (older files: a bare list, 4 workers, 30x)."""
+    data = json.loads(path.read_text())
+    rows, workers, compression = (data, 4, 30.0) if isinstance(data, list) else \
+        (data["outcomes"], data["workers"], data["compression"])
+    outcomes = [Outcome(TraceItem(r["index"], r["arrival_trace_s"], TaskType(r["type"]), r["duration_trace_s"]),
+                        r["arrived"], r["started"], r["ended"], r["queued"], r["live_eta_s"], r["error"])
+                for r in rows]
+    return outcomes, workers, compression
+
+
+def fifo_outcomes(trace: list[TraceItem], workers: int, seed: int) -> list[Outcome]:
+    """An idealised run of `trace` in trace seconds: one FIFO, `workers` servers, chat lengths rounded to
+    whole simulated tokens like the driver's, and a little set-up jitter. No gateway involved."""
+    rng = random.Random(seed)
+    free_at = [0.0] * workers
+    outcomes = []
+    for item in trace:
+        free = heapq.heappop(free_at)
+        held = item.duration_s
+        if item.task_type in (TaskType.chat, TaskType.streaming):
+            held = PREFILL_TRACE_S + tokens_for(item.duration_s) * TOKEN_TRACE_S
+        started = max(free, item.arrival_s) + rng.uniform(0.01, 0.1)
+        ended = started + held + rng.uniform(0.05, 0.4)
+        heapq.heappush(free_at, ended)
+        duplex = item.task_type in (TaskType.audio_duplex, TaskType.omni_duplex)
+        outcomes.append(Outcome(item, item.arrival_s, started, ended, queued=free > item.arrival_s if duplex else None))
+    return outcomes
 
 
 def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trace: list[TraceItem],
-             workers: int, load: float, compression: float, wall_s: float) -> Section:
+             trace_seed: int, workers: int, load: float, compression: float, wall_s: float) -> Section:
     rows = []
     for name, predictions in results.items():
         errors = [p.error for p in predictions]
@@ -279,15 +332,74 @@ def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trac
         Table(["task type", "ours: median error", "seed: median error"], by_type, caption="By task type (replayed):"),
     ], [target])
     section.notes += [
-        f"Trace: seed {SEED}, {len(trace)} requests, {workers} workers, offered load {load:.0%}, "
+        f"Trace: seed {trace_seed}, {len(trace)} requests, {workers} workers, offered load {load:.0%}, "
         f"compression {compression:.0f}x ({trace[-1].arrival_s:.0f} trace s in {wall_s:.0f} wall s); "
         f"{sum(1 for w in waits if w >= QUEUED_MIN_TRACE_S)} requests queued, median wait {percentile(waits, 50):.1f} "
         f"trace s, p90 {percentile(waits, 90):.1f}; {len(failed)} requests failed"
         + (f" (first: {failed[0].error})" if failed else "") + ".",
         "Both replays start from the seed's default baselines (chat 15 s, streaming 20 s, audio duplex 120 s, "
-        "omni duplex 90 s) and learn from the durations of sessions that ended before each arrival.",
-        "The live column is compressed like the trace, but the gateway's fixed constants (a 1 s floor on a "
-        "running session's remaining time, ETAs rounded to 0.1 s) are not, so it is shown for reference only; "
-        "`/ws/chat` sends no queue frames and has no live estimate.",
+        "omni duplex 90 s; the original gave `/ws/chat` 30 s, so 20 s is the kinder choice for the seed) and learn "
+        "from the durations of sessions that ended before each arrival.",
+        "The live column is compressed like the trace, but the gateway rounds ETAs to 0.1 wall s (3 trace s at "
+        "30x), so it is shown for reference only; `/ws/chat` sends no queue frames and has no live estimate.",
     ]
     return section
+
+
+# -- offline development loops -----------------------------------------------------------------
+
+def _summary(name: str, results: dict[str, list[Prediction]]) -> str:
+    cells = []
+    for label, predictions in results.items():
+        errors = [p.error for p in predictions]
+        cells.append(f"{label.split(' ')[0]} {fmt_pct(percentile(errors, 50))} / {fmt_pct(percentile(errors, 90))}")
+    return f"{name}: n={len(next(iter(results.values())))}, median / p90 error: " + ", ".join(cells)
+
+
+def _seeds(text: str) -> list[int]:
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last or first) + 1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.eta_trace", description="ETA estimators, offline or on one trace")
+    sub = parser.add_subparsers(dest="command", required=True)
+    replay_cmd = sub.add_parser("replay", help="replay recorded outcomes.json files through both estimators")
+    replay_cmd.add_argument("paths", nargs="+", type=Path)
+    sim_cmd = sub.add_parser("simulate", help="idealised FIFO runs of synthetic traces (no gateway)")
+    live_cmd = sub.add_parser("live", help="one real run through the gateway on a chosen trace")
+    for cmd in (sim_cmd, live_cmd):
+        cmd.add_argument("--workers", type=int, default=4)
+        cmd.add_argument("--load", type=float, default=0.9)
+    sim_cmd.add_argument("--seeds", default="1-12", help="a seed or a range, e.g. 1-12")
+    sim_cmd.add_argument("--count", type=int, default=240)
+    live_cmd.add_argument("--seed", type=int, default=SEED)
+    live_cmd.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    if args.command == "replay":
+        for path in args.paths:
+            outcomes, workers, compression = load_outcomes(path)
+            print(_summary(str(path), compare(outcomes, workers, compression)))
+    elif args.command == "simulate":
+        pooled: dict[str, list[Prediction]] = {}
+        for seed in _seeds(args.seeds):
+            trace = synthetic_trace(seed, args.count, args.workers, args.load)
+            results = compare(fifo_outcomes(trace, args.workers, seed), args.workers, 1.0)
+            print(_summary(f"seed {seed}", results))
+            for label, predictions in results.items():
+                pooled.setdefault(label, []).extend(predictions)
+        print(_summary("pooled", pooled))
+    else:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        ctx = Context(log_dir=REPO / "tmp" / "bench" / stamp, quick=args.quick)
+        section = run(ctx, seed=args.seed, workers=args.workers, load=args.load)
+        for table in section.tables:
+            print("\n".join([table.caption, " | ".join(table.headers)] + [" | ".join(row) for row in table.rows]))
+        print("\n".join(section.notes))
+        for target in section.targets:
+            print(f"{target.name}: {target.met} ({target.detail})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
