@@ -48,7 +48,11 @@ def synthetic_trace(seed: int, count: int, workers: int, load: float) -> list[Tr
     for index in range(count):
         now += rng.expovariate(rate)
         task_type = rng.choices(types, shares)[0]
-        _, median, sigma, cap = MIX[task_type]
-        duration = min(cap, rng.lognormvariate(math.log(median), sigma))
-        items.append(TraceItem(index, now, task_type, duration))
+        items.append(TraceItem(index, now, task_type, sample_duration(rng, task_type)))
     return items
+
+
+def sample_duration(rng: random.Random, task_type: TaskType) -> float:
+    """One duration of `task_type` as the trace draws it."""
+    _, median, sigma, cap = MIX[task_type]
+    return min(cap, rng.lognormvariate(math.log(median), sigma))

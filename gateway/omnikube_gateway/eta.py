@@ -41,7 +41,7 @@ SAMPLE_WINDOW = 256        # durations kept per type
 
 DRAWS = 64                 # Monte-Carlo draws per estimate: ~5 % noise on a median, cheap to lay out
 PRIOR_SIGMA = 1.0          # log-normal spread assumed before a type has samples
-PRIOR_WEIGHT = 3           # pseudo-samples of PRIOR_SIGMA in a fitted spread (few samples fit too tight)
+PRIOR_WEIGHT = 3           # pseudo-samples of PRIOR_SIGMA in a fitted spread
 MIN_TAIL = 8               # empirical residual needs this many longer samples, else the fitted tail
 MC_TICKETS = 32            # tickets laid out per draw; deeper ones continue from the medians
 DRAW_SEED = 20260101
@@ -162,8 +162,22 @@ class _Shuffles:
         return self._columns[:, :n]
 
 
-class _Durations:
+class Durations:
     """What is known of one type's durations: the sorted samples (if enough) and a log-normal fit."""
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[float]) -> Durations:
+        values = np.sort(np.fromiter(samples, dtype=float))
+        logs = np.log(values)
+        # Few samples fit too tight a spread: PRIOR_WEIGHT pseudo-samples of PRIOR_SIGMA widen it.
+        spread = float(((logs - logs.mean()) ** 2).sum())
+        sigma = math.sqrt((spread + PRIOR_WEIGHT * PRIOR_SIGMA ** 2) / (len(logs) - 1 + PRIOR_WEIGHT))
+        return cls(values, float(logs.mean()), sigma)
+
+    @classmethod
+    def from_mean(cls, mean: float) -> Durations:
+        """Before samples: a log-normal of spread PRIOR_SIGMA with this mean."""
+        return cls(None, math.log(mean) - PRIOR_SIGMA ** 2 / 2, PRIOR_SIGMA)
 
     def __init__(self, values: np.ndarray | None, mu: float, sigma: float) -> None:
         self.values, self.mu, self.sigma = values, mu, sigma
@@ -200,10 +214,10 @@ class ResidualEstimator(SeedEstimator):
 
     def __init__(self, baselines: Mapping[TaskType, float], *, alpha: float = 0.3, min_samples: int = 3):
         super().__init__(baselines, alpha=alpha, min_samples=min_samples)
-        self._fits: dict[TaskType, tuple[tuple[int, float], _Durations]] = {}
+        self._fits: dict[TaskType, tuple[tuple[int, float], Durations]] = {}
         self._shuffles = _Shuffles()
 
-    def durations(self, task_type: TaskType) -> _Durations:
+    def durations(self, task_type: TaskType) -> Durations:
         baseline = self.baselines.get(task_type, DEFAULT_OTHER_S)
         stats = self.stats[task_type]
         key = (stats.samples, baseline)  # the baseline can change at runtime (PUT /api/config/eta)
@@ -211,15 +225,9 @@ class ResidualEstimator(SeedEstimator):
         if cached is not None and cached[0] == key:
             return cached[1]
         if stats.samples >= self.min_samples and stats.window:
-            values = np.sort(np.fromiter(stats.window, dtype=float))
-            logs = np.log(values)
-            n = len(logs)
-            spread = float(((logs - logs.mean()) ** 2).sum())
-            sigma = math.sqrt((spread + PRIOR_WEIGHT * PRIOR_SIGMA ** 2) / (n - 1 + PRIOR_WEIGHT))
-            fit = _Durations(values, float(logs.mean()), sigma)
+            fit = Durations.from_samples(stats.window)
         else:
-            # Before samples: a log-normal whose mean is the baseline.
-            fit = _Durations(None, math.log(baseline) - PRIOR_SIGMA ** 2 / 2, PRIOR_SIGMA)
+            fit = Durations.from_mean(baseline)
         self._fits[task_type] = (key, fit)
         return fit
 
