@@ -194,12 +194,19 @@ class Durations:
             return self._tail(elapsed)
         start = np.searchsorted(self.values, elapsed, side="right")
         longer = len(self.values) - start
-        index = np.minimum(start + (_LEVELS[:, None] * longer).astype(np.intp), len(self.values) - 1)
-        draws = self.values[index] - elapsed  # tail columns are overwritten below
         tail = longer < MIN_TAIL
-        if tail.any():
-            draws[:, tail] = self._tail(elapsed[tail])
+        if not tail.any():
+            return self._longer(elapsed, start, longer)
+        draws = np.empty((DRAWS, len(elapsed)))
+        seen = ~tail
+        if seen.any():
+            draws[:, seen] = self._longer(elapsed[seen], start[seen], longer[seen])
+        draws[:, tail] = self._tail(elapsed[tail])
         return draws
+
+    def _longer(self, elapsed: np.ndarray, start: np.ndarray, longer: np.ndarray) -> np.ndarray:
+        """The recorded durations longer than each age, less the age, one per level."""
+        return self.values[start + (_LEVELS[:, None] * longer).astype(np.intp)] - elapsed
 
     def _tail(self, elapsed: np.ndarray) -> np.ndarray:
         """The fitted log-normal's remaining time beyond each age, split into the same levels."""
