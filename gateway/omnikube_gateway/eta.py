@@ -157,7 +157,8 @@ class _Shuffles:
     def take(self, n: int) -> np.ndarray:
         if self._columns.shape[1] < n:
             grow = max(n, 2 * self._columns.shape[1]) - self._columns.shape[1]
-            fresh = np.argsort(self._rng.random((DRAWS, grow)), axis=0)
+            # Column by column from the stream, so column j is the same however the table grew.
+            fresh = np.argsort(self._rng.random((grow, DRAWS)).T, axis=0)
             self._columns = np.concatenate([self._columns, fresh], axis=1)
         return self._columns[:, :n]
 

@@ -113,3 +113,11 @@ def test_non_positive_or_infinite_durations_are_not_recorded():
     for bad in (0.0, -1.0, float("inf"), float("nan")):
         ours.record(TaskType.chat, bad)
     assert ours.stats[TaskType.chat].samples == 0
+
+
+def test_an_estimator_that_saw_a_big_pool_first_answers_a_small_one_as_a_fresh_one_does():
+    workers = [Running(TaskType.chat, 3.0), Running(TaskType.omni_duplex, 50.0)]
+    queued = [TaskType.chat, TaskType.omni_duplex, TaskType.chat]
+    seasoned = heavy_tailed(ResidualEstimator(BASELINES))
+    seasoned.queue_waits([Running(TaskType.chat, 1.0)] * 40, [TaskType.chat] * 70)
+    assert seasoned.queue_waits(workers, queued) == heavy_tailed(ResidualEstimator(BASELINES)).queue_waits(workers, queued)
