@@ -113,6 +113,8 @@ def test_meta_recording_and_assets_are_served(gateway_app, session):
     asset = gateway_app.get("/api/sessions/omni_abc/assets/user_audio/000.wav")
     assert asset.status_code == 200 and asset.headers["content-type"] == "audio/wav"
     assert gateway_app.get("/api/sessions/omni_abc/assets/user_audio/001.wav").status_code == 404
+    head = gateway_app.head("/api/sessions/omni_abc/assets/user_audio/000.wav")  # what a player probes first
+    assert head.status_code == 200 and head.headers["content-length"] == asset.headers["content-length"]
     assert gateway_app.get("/api/sessions/nope").json() == {"detail": "Session not found: nope"}
 
 

@@ -41,7 +41,6 @@ def test_an_oversized_chat_body_is_a_413_with_a_json_reason(keyed, monkeypatch):
     assert response.status_code == 413 and response.json() == {"detail": "Chat request too large (max 100 bytes)"}
 
 
-@pytest.mark.filterwarnings("ignore:Duplicate Operation ID")  # recordings.py's two asset routes, not this one
 def test_other_methods_still_reach_fastapi_and_the_route_stays_in_the_schema(keyed):
     assert keyed.get("/api/chat", headers={"X-API-Key": "public-key-1"}).status_code == 405
     assert "post" in keyed.get("/openapi.json", headers={"X-API-Key": "public-key-1"}).json()["paths"]["/api/chat"]
