@@ -211,7 +211,7 @@ class Dispatcher:
 
     def can_dispatch_now(self) -> bool:
         """A lease() entered now would get a worker without queueing."""
-        return len(self.queue) == 0 and bool(self.registry.available())
+        return len(self.queue) == 0 and self.registry.any_available()
 
     def refresh(self) -> None:
         """Recompute positions and ETAs now (e.g. after the baselines changed)."""

@@ -140,6 +140,9 @@ class WorkerRegistry:
     def available(self) -> list[Worker]:
         return [w for w in self._workers.values() if w.available]
 
+    def any_available(self) -> bool:
+        return any(w.available for w in self._workers.values())
+
     # -- discovery -----------------------------------------------------------------------------
     def upsert(self, worker_id: str, host: str, port: int, gpu_id: int, *, ready: bool = True, draining: bool = False) -> Worker:
         worker = self._workers.get(worker_id)
