@@ -8,7 +8,6 @@ port annotation points at a simulated worker process on loopback.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from websockets.sync.client import connect
 
 from omnikube import labels
+from tests.fixtures.cluster import eventually
 from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -32,15 +32,8 @@ def ns(k8s_cluster):
     api = client.CoreV1Api(config.new_client_from_config(config_file=str(k8s_cluster.kubeconfig)))
     name = f"t-gw-discovery-{uuid.uuid4().hex[:6]}"
     api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    deadline = time.monotonic() + 30
-    while True:  # pods need the namespace's default service account
-        try:
-            api.read_namespaced_service_account("default", name)
-            break
-        except client.ApiException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    # Pods need the namespace's default service account.
+    eventually(lambda: api.read_namespaced_service_account("default", name), 30, f"service account default in {name}")
     yield api, name
     api.delete_namespace(name, grace_period_seconds=0)
 
