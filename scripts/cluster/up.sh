@@ -106,21 +106,23 @@ start_controllers() {
 
 docker_answers() { $DOCKER version >/dev/null 2>&1; }
 
-# The exec-root is run-time state (on a real host it is a tmpfs that a reboot empties), but ours
-# lives in the cache. A dockerd that was killed with its containers (a session that ended, a
-# machine that went away) leaves one containerd task per container there, and the next
-# containerd cleans each dead shim up before it answers: at ~0.5 s apiece, a hundred of them
-# outlast dockerd's 60 s wait for containerd and it gives up. Nothing in it outlives the daemon.
-clear_stale_exec_root() {
-  local exec_root="$CLUSTER_DIR/docker/exec"
-  [ -d "$exec_root" ] || return 0
-  unmount_under "$exec_root"
-  rm -rf "$exec_root"
+# The exec root and the pid file are run-time state (on a real host a tmpfs that a reboot empties),
+# but ours live in the cache. A dockerd killed with its containers (a session that ended, a machine
+# that went away) leaves one containerd task per container in the exec root, and the next
+# containerd cleans each dead shim up before it answers: at ~0.5 s apiece, a hundred of them outlast
+# dockerd's 60 s wait for containerd and it gives up. Its pid file makes the next dockerd refuse to
+# start if any process now holds that pid. Only called when our own pid file says dockerd is gone.
+clear_stale_docker_state() {
+  local docker_dir="$CLUSTER_DIR/docker"
+  rm -f "$docker_dir/docker.pid"
+  [ -d "$docker_dir/exec" ] || return 0
+  unmount_under "$docker_dir/exec"
+  rm -rf "$docker_dir/exec"
 }
 
 start_dockerd() {
   proc_alive dockerd && return 0
-  clear_stale_exec_root
+  clear_stale_docker_state
   log "starting dockerd on unix://$DOCKER_SOCK"
   mkdir -p "$CLUSTER_DIR/docker"
   cat >"$CLUSTER_DIR/docker/daemon.json" <<JSON

@@ -1,7 +1,12 @@
 """The local node runs real pods (dockerd + kubelet + kube-proxy), advertises GPUs, serves
 Services, and keeps every packet on this machine."""
 
+import contextlib
 import ipaddress
+import os
+import signal
+import subprocess
+import uuid
 
 import pytest
 
@@ -109,3 +114,32 @@ def test_a_pod_reaches_a_service_cluster_ip_and_the_api_server(k8s_node, core_v1
 
     assert "hello-from-web" in out, out
     assert "api=reachable" in out, out
+
+
+def _docker(cluster: Cluster, *args: str) -> str:
+    return subprocess.run(["docker", "-H", cluster.docker_host, *args], check=True, capture_output=True,
+                          text=True, timeout=60).stdout
+
+
+def test_a_dockerd_killed_with_its_containers_running_starts_again(k8s_node, core_v1):
+    # What a machine that goes away mid-run leaves behind: dockerd's pid file and one containerd
+    # task per container in its exec root, both under the cache that the next run reuses.
+    names = [f"killed-with-dockerd-{uuid.uuid4().hex[:6]}-{i}" for i in range(3)]
+    for name in names:
+        _docker(k8s_node, "run", "-d", "--name", name, TOOLBOX_IMAGE, "sleep", "600")
+    container_pids = [int(_docker(k8s_node, "inspect", "-f", "{{.State.Pid}}", name)) for name in names]
+    exec_root = str(k8s_node.state_dir / "docker" / "exec")
+    runtime_pids = [int(pid) for pid in subprocess.run(["pgrep", "-f", exec_root], capture_output=True,
+                                                        text=True).stdout.split()]
+    dockerd_pid = int((k8s_node.state_dir / "pids" / "dockerd.pid").read_text())
+    for pid in [dockerd_pid, *runtime_pids, *container_pids]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    k8s_node.up_node()
+
+    listed = _docker(k8s_node, "ps", "-a", "--format", "{{.Names}} {{.State}}").splitlines()
+    assert {f"{name} exited" for name in names} <= set(listed)
+    _docker(k8s_node, "rm", "-f", *names)
+    eventually(lambda: {c.type: c.status for c in core_v1.read_node(k8s_node.node_name).status.conditions}["Ready"] == "True",
+               POD_DEADLINE_S, "the node to be Ready again")
