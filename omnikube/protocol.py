@@ -92,13 +92,20 @@ class Message(_Wire):
     content: Union[str, list[ContentItem]]
 
 
-class GenerationConfig(_Wire):
-    max_new_tokens: int = Field(512, ge=1, le=4096)
-    min_new_tokens: int = Field(0, ge=0)
+class Sampling(_Wire):
+    """How the next token is picked. The original validated these and then let the model's defaults
+    apply; ours reach the model (`seed` makes a sampled reply repeatable on the same worker)."""
+
     do_sample: bool = True
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.8, ge=0, le=1)
     top_k: int = Field(100, ge=0)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+class GenerationConfig(Sampling):
+    max_new_tokens: int = Field(512, ge=1, le=4096)
+    min_new_tokens: int = Field(0, ge=0)
     length_penalty: float = Field(1.1, ge=0.1, le=5.0)
     max_inp_length: int = Field(8192, ge=1)
 
@@ -170,7 +177,7 @@ class ChatResponse(WorkerInfo):
     success: bool = True
 
 
-class WsChatGeneration(_Wire):
+class WsChatGeneration(Sampling):
     max_new_tokens: int = Field(256, ge=1, le=4096)
     length_penalty: float = Field(1.1, ge=0.1, le=5.0)
 

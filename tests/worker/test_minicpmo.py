@@ -142,7 +142,7 @@ class StandInModel:
              return_prompt: bool = False, max_slice_nums: int | None = None, **kwargs: Any):
         self.calls.append(("chat", dict(msgs=msgs, sampling=sampling, max_new_tokens=max_new_tokens,
                                         generate_audio=generate_audio, tts_ref_audio=tts_ref_audio,
-                                        use_tts_template=use_tts_template, max_slice_nums=max_slice_nums)))
+                                        use_tts_template=use_tts_template, max_slice_nums=max_slice_nums, **kwargs)))
         self._last_chat_token_stats = {"input_tokens": 23, "generated_tokens": 2}
         if generate_audio:
             return "2", "<prompt>", torch.full((4800,), 0.25)
@@ -158,8 +158,8 @@ class StandInModel:
     def streaming_generate(self, session_id: str, do_sample: bool = True, generate_audio: bool = True,
                            max_new_tokens: int = 256, use_tts_template: bool = True, length_penalty: float = 1.1,
                            **kwargs: Any) -> Iterator[tuple]:
-        self.calls.append(("streaming_generate", dict(session_id=session_id, generate_audio=generate_audio,
-                                                      max_new_tokens=max_new_tokens, length_penalty=length_penalty)))
+        self.calls.append(("streaming_generate", dict(session_id=session_id, generate_audio=generate_audio, do_sample=do_sample,
+                                                      max_new_tokens=max_new_tokens, length_penalty=length_penalty, **kwargs)))
         for text in ("Hello ", "world."):
             self.kv += 2
             yield (torch.full((2400,), 0.1), text) if generate_audio else (text, None)
@@ -240,6 +240,39 @@ def test_ws_chat_resets_prefills_every_message_and_streams_the_models_pieces(sta
     assert [f["text_delta"] for f in frames[1:3]] == ["Hello ", "world."]
     assert len(base64.b64decode(frames[1]["audio_data"])) == 2400 * 4
     assert frames[3]["type"] == "done" and frames[3]["text"] == "Hello world."
+
+
+def test_post_chat_sampling_reaches_the_model_and_greedy_sends_none(stand_in):
+    client, model, _ = stand_in
+    sampled = {"do_sample": True, "temperature": 0.2, "top_p": 0.5, "top_k": 7}
+    client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "generation": sampled})
+    client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "generation": {"do_sample": False, "temperature": 0.2}})
+    first, greedy = named(model.calls, "chat")
+    assert (first["sampling"], first["temperature"], first["top_p"], first["top_k"]) == (True, 0.2, 0.5, 7)
+    assert greedy["sampling"] is False and not {"temperature", "top_p", "top_k"} & set(greedy)
+
+
+def test_ws_chat_sampling_and_seed_reach_the_streaming_model(stand_in):
+    torch = pytest.importorskip("torch")
+    client, model, _ = stand_in
+    first_draws = []
+    for _ in range(2):
+        with client.websocket_connect("/ws/chat") as ws:
+            ws.send_json({"messages": [{"role": "user", "content": "hi"}],
+                          "generation": {"temperature": 1.3, "top_p": 0.9, "seed": 42}})
+            while ws.receive_json()["type"] != "done":
+                pass
+        first_draws.append(torch.rand(1).item())  # what the model's next random draw would be
+    call = named(model.calls, "streaming_generate")[0]
+    assert (call["do_sample"], call["temperature"], call["top_p"], call["top_k"]) == (True, 1.3, 0.9, 100)
+    assert first_draws[0] == first_draws[1]  # the same seed, the same random stream
+
+
+def test_a_sampling_value_out_of_range_is_refused_before_the_model(stand_in):
+    client, model, _ = stand_in
+    response = client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "generation": {"temperature": 3}})
+    assert response.status_code == 422 and "temperature" in response.text
+    assert not named(model.calls, "chat")
 
 
 def test_duplex_prepare_wraps_the_prompt_and_passes_the_voices(stand_in):

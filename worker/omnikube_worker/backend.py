@@ -50,6 +50,9 @@ class GenerateOptions:
     max_new_tokens: int = 256
     do_sample: bool = True
     temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 100
+    seed: int | None = None
     length_penalty: float = 1.1
     generate_audio: bool = False
     voice: np.ndarray | None = None      # TTS reference voice, float32 16 kHz

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
-                               WorkerStatus, WsChatRequest)
+                               Sampling, WorkerStatus, WsChatRequest)
 
 from . import metrics
 from .backend import Audio, GenerateOptions, Piece, Turn
@@ -112,13 +112,16 @@ async def _infer(ctx: WorkerContext, chat_request: ChatRequest, turns: list[Turn
     return JSONResponse(response.model_dump())
 
 
+def _sampling(generation: Sampling) -> dict[str, object]:
+    return generation.model_dump(include={"do_sample", "temperature", "top_p", "top_k", "seed"})
+
+
 def _options(chat_request: ChatRequest, fault: str | None) -> GenerateOptions:
     tts = chat_request.tts
     voice = decode_pcm16k(tts.ref_audio_data, "tts.ref_audio_data", MAX_AUDIO_S) if tts.ref_audio_data else None
     return GenerateOptions(
         max_new_tokens=chat_request.generation.max_new_tokens,
-        do_sample=chat_request.generation.do_sample,
-        temperature=chat_request.generation.temperature,
+        **_sampling(chat_request.generation),
         length_penalty=chat_request.generation.length_penalty,
         generate_audio=tts.enabled,
         voice=voice,
@@ -225,7 +228,7 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             "streaming": request.streaming})
         options = GenerateOptions(
             max_new_tokens=request.generation.max_new_tokens, length_penalty=request.generation.length_penalty,
-            generate_audio=request.tts.enabled, voice=voice, max_slice_nums=request.image.max_slice_nums,
+            **_sampling(request.generation), generate_audio=request.tts.enabled, voice=voice, max_slice_nums=request.image.max_slice_nums,
             use_tts_template=request.use_tts_template or request.tts.enabled, omni_mode=request.omni_mode,
             enable_thinking=request.enable_thinking, fault=fault if isinstance(fault, str) else None,
         )

@@ -232,13 +232,15 @@ class ModelCalls:
                 msgs.insert(0, voice_system_turn(voice, options.language))
         with self.lock:
             self._set_mode("chat")
-            result = self.model.chat(
+            _seed(options)
+            result = call_supported(
+                self.model.chat,
                 msgs=msgs, tokenizer=self.tokenizer, sampling=options.do_sample,
                 max_new_tokens=options.max_new_tokens, stream=False,
                 use_tts_template=options.use_tts_template or options.generate_audio,
                 generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
                 omni_mode=options.omni_mode, enable_thinking=options.enable_thinking, return_prompt=True,
-                max_slice_nums=options.max_slice_nums,
+                max_slice_nums=options.max_slice_nums, **_sampling_kwargs(options),
             )
             stats = dict(getattr(self.model, "_last_chat_token_stats", None) or {})
         text, prompt, waveform = _split_chat_result(result, options.generate_audio)
@@ -277,9 +279,12 @@ class ModelCalls:
             self._set_mode("chat")
             if options.generate_audio and options.voice is None and self.default_voice is not None:
                 self.model.init_token2wav_cache(prompt_speech_16k=self.default_voice)
-            items = self.model.streaming_generate(
+            _seed(options)
+            items = call_supported(
+                self.model.streaming_generate,
                 session_id=STREAMING_SESSION, do_sample=options.do_sample, generate_audio=options.generate_audio,
                 max_new_tokens=options.max_new_tokens, use_tts_template=True, length_penalty=options.length_penalty,
+                **_sampling_kwargs(options),
             )
             try:
                 for item in items:
@@ -386,6 +391,22 @@ class ModelCalls:
             return 0
         encode = getattr(self.tokenizer, "encode", None)
         return len(encode(text)) if encode is not None else len(text.split())
+
+
+def _sampling_kwargs(options: GenerateOptions) -> dict[str, Any]:
+    """The request's sampling keys, for the model's generation config; greedy decoding takes none.
+    (The original passed only `do_sample`, so the model's defaults always applied.)"""
+    if not options.do_sample:
+        return {}
+    return {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
+
+
+def _seed(options: GenerateOptions) -> None:
+    """Seed torch's generators for this reply; the model lock is held, so no other reply interleaves."""
+    if options.seed is not None and options.do_sample:
+        import torch
+
+        torch.manual_seed(options.seed)
 
 
 def call_supported(method: Any, **kwargs: Any) -> Any:
