@@ -45,6 +45,8 @@ class ModelSection(_Section):
         AttnImplementation.auto,
         description="auto picks flash_attention_2 when flash-attn imports, else sdpa. The audio encoder always uses sdpa.",
     )
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
+                        description="Where the model runs: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.")
 
 
 class AudioSection(_Section):

@@ -20,6 +20,11 @@ import numpy as np
 from omnikube.protocol import DuplexConfig
 
 
+class Unsupported(Exception):
+    """The loaded model cannot do what a request asks (for example audio out from a model directory
+    that has only the Hugging Face style class). The message says what and why."""
+
+
 @dataclass
 class Audio:
     samples: np.ndarray                  # float32 mono 16 kHz

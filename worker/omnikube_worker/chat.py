@@ -24,7 +24,7 @@ from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, INPUT_SAMPLE_RATE, OUTPUT_
                                Sampling, WorkerStatus, WsChatRequest)
 
 from . import metrics
-from .backend import Audio, GenerateOptions, Piece, Turn
+from .backend import Audio, GenerateOptions, Piece, Turn, Unsupported
 from .content import turns_from_lenient, turns_from_messages
 from .context import WorkerContext, get_context
 from .generation import stream_reply
@@ -85,6 +85,9 @@ async def _infer(ctx: WorkerContext, chat_request: ChatRequest, turns: list[Turn
                  started: float, recorder: Recorder | None) -> JSONResponse:
     try:
         result = await ctx.backend.chat(turns, options)
+    except Unsupported as exc:  # the loaded model cannot do what was asked: the request's problem
+        metrics.SESSIONS.labels("chat", "error").inc()
+        return _failure(ctx, 422, str(exc))
     except Exception as exc:  # a model failure: report it, keep serving
         metrics.SESSIONS.labels("chat", "error").inc()
         return _failure(ctx, 500, f"{exc.__class__.__name__}: {exc}")

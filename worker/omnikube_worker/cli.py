@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["minicpmo", "simulated"], default=None,
                    help="minicpmo = the real model on a GPU; simulated = no GPU (default: $OMNIKUBE_WORKER_BACKEND or minicpmo)")
     p.add_argument("--model-path", help="HF-format model directory or Hub id (model.model_path)")
+    p.add_argument("--device", default=None, help="auto (GPU if torch sees one, else CPU), cpu, cuda or cuda:N (model.device)")
     p.add_argument("--pt-path", help="extra .pt weights applied after loading (model.pt_path)")
     p.add_argument("--ref-audio-path", help="default reference voice WAV (audio.ref_audio_path)")
     p.add_argument("--worker-index", type=int, default=None, help="worker index: port = base port + index (default 0)")
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     config = load_config(args.config, overrides={
-        "model.model_path": args.model_path, "model.pt_path": args.pt_path,
+        "model.model_path": args.model_path, "model.pt_path": args.pt_path, "model.device": args.device,
         "audio.ref_audio_path": args.ref_audio_path, "service.compile": args.compile,
         "duplex.pause_timeout": args.duplex_pause_timeout,
     })

@@ -37,6 +37,9 @@ AUDIO_SECONDS = Counter("omnikube_worker_generated_audio_seconds_total", "Second
                         ["type"], registry=REGISTRY)
 BAD_INPUT = Counter("omnikube_worker_bad_input_total", "Client messages rejected with an error.",
                     ["type"], registry=REGISTRY)
+MODE_SWITCH = Histogram("omnikube_worker_mode_switch_seconds",
+                        "Time the model took to switch between chat, streaming and duplex mode.", ["mode"],
+                        buckets=(1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0), registry=REGISTRY)
 MODEL_LOAD = Gauge("omnikube_worker_model_load_seconds", "How long loading the model took.", registry=REGISTRY)
 
 for _state in WorkerStatus:

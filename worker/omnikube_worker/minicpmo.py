@@ -1,17 +1,22 @@
-"""The real backend: MiniCPM-o 4.5 through transformers' remote code, on one GPU.
+"""The real backend: MiniCPM-o 4.5's own code, one loaded model per worker, on a GPU or the CPU.
 
-Loading (`load`, in a thread while /health says `loading`):
-  1. attention: `auto` picks flash_attention_2 when `flash_attn` imports, else sdpa; the audio
-     encoder (Whisper) always runs on sdpa, whatever the rest uses;
-  2. `AutoModel.from_pretrained(trust_remote_code=True)` in bf16, then `.eval().cuda()`;
-  3. the `pt_path` override: a state dict loaded with strict=False, missing/unexpected keys logged;
-  4. the TTS vocoder (token2wav from minicpmo-utils' `stepaudio2`, or cosyvoice2) and the
-     default reference voice; one duplex view (`as_duplex`) on the same weights;
-  5. optional `torch.compile` of the LLM and TTS decoders, with one warm-up pass.
+Loading (`load`, in a thread while /health says `loading`), as the demo's worker does:
+  1. the model's code is imported from the model directory itself (`model_code.py`); `unified`
+     directories (`modeling_minicpmo_unified.py`) serve every feature, `hf` ones (only the
+     Hugging Face style class) serve chat and streaming without audio out and refuse the rest;
+  2. the device: `model.device` (`auto`: the GPU when torch sees one, else the CPU), with
+     minicpmo-utils adapted to it (`model_device.py`);
+  3. attention: `auto` picks flash_attention_2 when `flash_attn` imports, else sdpa; the audio
+     encoder (Whisper) always runs on sdpa;
+  4. `from_pretrained` in bf16, the `pt_path` override (strict=False, mismatches logged);
+  5. `init_unified`: the token2wav vocoder (`assets/token2wav/`) and the duplex capability on the
+     same weights; the default reference voice (`audio.ref_audio_path`, else the model
+     directory's `assets/ref_audio/ref_minicpm_signature.wav`);
+  6. optional `torch.compile` through the model's own `apply_torch_compile` and warm-up.
 
-torch, transformers and the model's code are imported inside methods only, so importing this
-module costs nothing. `ModelCalls` holds the translation between the worker's plain data and the
-model's methods; tests drive it with a stand-in object that has the model's method signatures.
+torch and the model's code are imported inside methods only, so importing this module costs
+nothing. `ModelCalls` is the translation between the worker's plain data and the model's calls;
+every call holds one lock (one model, one stream).
 """
 
 from __future__ import annotations
@@ -19,36 +24,41 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
-import inspect
 import logging
+import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 
 from omnikube.protocol import INPUT_SAMPLE_RATE, DuplexConfig
 
+from . import metrics
 from .backend import (Audio, Backend, ChatResult, DuplexInput, DuplexOutput, DuplexSetup, GenerateOptions,
-                      Image, Piece, Turn, Video)
+                      Image, Piece, Turn, Unsupported, Video)
 from .settings import WorkerSettings
 
 log = logging.getLogger("omnikube.worker.minicpmo")
 
 STREAMING_SESSION = "streaming"
+DEFAULT_VOICE_IN_MODEL = Path("assets") / "ref_audio" / "ref_minicpm_signature.wav"
 DUPLEX_PROMPT_PREFIX = "<|im_start|>system\n{prompt}\n<|audio_start|>"
 DUPLEX_PROMPT_SUFFIX = "<|audio_end|><|im_end|>"
-# Per-session duplex sampling keys (the others are fixed when the duplex view is built).
+# The session's duplex settings passed to each `DuplexCapability.streaming_generate` call.
 DUPLEX_STEP_KEYS = ("decode_mode", "temperature", "top_k", "top_p", "listen_prob_scale", "listen_top_k",
-                    "text_repetition_penalty", "text_repetition_window_size", "length_penalty")
-DUPLEX_LOAD_KEYS = ("generate_audio", "ls_mode", "max_new_speak_tokens_per_chunk", "temperature", "top_k", "top_p",
-                    "force_listen_count", "chunk_ms")
+                    "text_repetition_penalty", "text_repetition_window_size", "length_penalty",
+                    "max_new_speak_tokens_per_chunk")
 VOICE_PROMPTS = {
     "en": ("Clone the voice in the provided audio prompt.", "Please assist users while maintaining this voice style."),
     "zh": ("模仿输入音频中的声音特征。", "请用这种声音风格来为用户提供帮助。"),
 }
 _COSTS = ("cost_llm", "cost_tts_prep", "cost_tts", "cost_token2wav", "cost_all")
+HF_LAYOUT_REFUSAL = ("this model directory has only the Hugging Face style class (modeling_minicpmo.py), which {what}; "
+                     "use a directory with modeling_minicpmo_unified.py for it")
 
 
 # ---- loading -----------------------------------------------------------------------------------
@@ -112,41 +122,45 @@ def apply_weight_override(module: Any, pt_path: str) -> OverrideReport:
 
 
 def require_vocoder(chat_vocoder: str) -> None:
-    """The vocoders come from minicpmo-utils: token2wav in `stepaudio2`, cosyvoice2 in `cosyvoice`."""
+    """The unified class speaks through token2wav (`stepaudio2` in minicpmo-utils). CosyVoice2's
+    `cosyvoice` module is not part of minicpmo-utils 1.0.7: asking for it fails here, clearly."""
     module = {"token2wav": "stepaudio2", "cosyvoice2": "cosyvoice"}.get(chat_vocoder)
     if module is None:
         raise ValueError(f"unknown chat_vocoder {chat_vocoder!r}")
     if importlib.util.find_spec(module) is None:
-        raise RuntimeError(f"the {chat_vocoder} vocoder needs minicpmo-utils[all] (module {module!r} is missing)")
+        raise RuntimeError(f"the {chat_vocoder} vocoder needs the {module!r} module, which is not installed "
+                           f"(token2wav comes with minicpmo-utils[all]; cosyvoice2 is not part of minicpmo-utils 1.0.7)")
+
+
+def model_directory(model_path: str) -> Path:
+    """A local model directory; a Hub id is downloaded once (where the machine may reach the Hub)."""
+    path = Path(model_path)
+    if path.is_dir():
+        return path.resolve()
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(model_path))
+
+
+def default_voice_path(configured: str | None, model_dir: Path) -> str | None:
+    """`audio.ref_audio_path` when it names a file (relative to the working directory or the model
+    directory), else the model directory's own default voice, else none."""
+    for candidate in ([Path(configured), model_dir / configured] if configured else []) + [model_dir / DEFAULT_VOICE_IN_MODEL]:
+        if candidate.is_file():
+            return str(candidate)
+    return None
 
 
 def load_reference_voice(path: str | None) -> np.ndarray | None:
-    """A reference voice file as 16 kHz mono float32: librosa when installed (any format), else
-    a PCM WAV read here and resampled linearly."""
+    """A reference voice file as 16 kHz mono float32."""
     if not path:
         return None
-    try:
-        import librosa
-    except ImportError:
-        return _read_wav_16k(path)
-    audio, _ = librosa.load(path, sr=INPUT_SAMPLE_RATE, mono=True)
-    return audio.astype(np.float32)
-
-
-def _read_wav_16k(path: str) -> np.ndarray:
-    import wave
+    import soundfile
 
     from .recording import resample
 
-    with wave.open(path) as wav:
-        rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
-        frames = wav.readframes(wav.getnframes())
-    if width != 2:
-        raise ValueError(f"{path}: {8 * width}-bit WAV; install librosa or use 16-bit PCM")
-    samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
-    return resample(samples, rate, INPUT_SAMPLE_RATE)
+    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    return resample(samples.mean(axis=1), rate, INPUT_SAMPLE_RATE).astype(np.float32)
 
 
 # ---- translation between plain data and the model's methods -------------------------------------
@@ -160,7 +174,8 @@ def to_numpy(waveform: Any) -> np.ndarray | None:
 
 
 def model_content(turn: Turn) -> list[Any]:
-    """A turn's parts as the model's `msgs` content: str, 16 kHz float32 arrays, PIL images."""
+    """A turn's parts as the model's `msgs` content, always a list (a plain string would be split
+    into characters): str, 16 kHz float32 arrays, PIL images."""
     content: list[Any] = []
     for part in turn.parts:
         if isinstance(part, str):
@@ -177,9 +192,6 @@ def model_content(turn: Turn) -> list[Any]:
 def video_content(video: Video) -> list[Any]:
     """One frame per second interleaved with that second's audio (and a stacked frame), as the
     original feeds videos. Frame extraction comes from minicpmo-utils and needs ffmpeg."""
-    import os
-    import tempfile
-
     from minicpmo.utils import get_video_frame_audio_segments  # type: ignore[import-not-found]
 
     with tempfile.NamedTemporaryFile(suffix=".mp4", delete=False) as handle:
@@ -204,201 +216,12 @@ def voice_system_turn(voice: np.ndarray, language: str) -> dict[str, Any]:
     return {"role": "system", "content": [before, voice, after]}
 
 
-class ModelCalls:
-    """Every call the worker makes into the model, serialised by one lock (one GPU, one stream).
-
-    `model` is the remote-code MiniCPMO instance (or a stand-in with the same methods); `duplex`
-    is its duplex view; `default_voice` the reference voice used when a request brings none.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, duplex: Any, default_voice: np.ndarray | None = None,
-                 default_voice_path: str | None = None) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.duplex = duplex
-        self.default_voice = default_voice
-        self.default_voice_path = default_voice_path
-        self.lock = threading.Lock()
-        self.mode = "chat"
-        self.duplex_config = DuplexConfig()
-
-    # -- chat --
-    def chat(self, turns: list[Turn], options: GenerateOptions) -> ChatResult:
-        msgs = [{"role": t.role, "content": model_content(t)} for t in turns]
-        voice = options.voice if options.voice is not None else self._voice_from_path(options.voice_path)
-        if options.generate_audio:
-            voice = self.default_voice if voice is None else voice
-            if options.tts_mode != "default" and voice is not None and not any(m["role"] == "system" for m in msgs):
-                msgs.insert(0, voice_system_turn(voice, options.language))
-        with self.lock:
-            self._set_mode("chat")
-            _seed(options)
-            result = call_supported(
-                self.model.chat,
-                msgs=msgs, tokenizer=self.tokenizer, sampling=options.do_sample,
-                max_new_tokens=options.max_new_tokens, stream=False,
-                use_tts_template=options.use_tts_template or options.generate_audio,
-                generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
-                omni_mode=options.omni_mode, enable_thinking=options.enable_thinking, return_prompt=True,
-                max_slice_nums=options.max_slice_nums, **_sampling_kwargs(options),
-            )
-            stats = dict(getattr(self.model, "_last_chat_token_stats", None) or {})
-        text, prompt, waveform = _split_chat_result(result, options.generate_audio)
-        generated = int(stats.get("generated_tokens") or self._count_tokens(text))
-        input_tokens = int(stats.get("input_tokens") or self._count_tokens(prompt or ""))
-        return ChatResult(text=text, audio=to_numpy(waveform), input_tokens=input_tokens,
-                          generated_tokens=generated, prompt=prompt)
-
-    # -- streaming --
-    def stream_reset(self) -> None:
-        with self.lock:
-            self._set_mode("chat")
-            self.model.reset_session(reset_token2wav_cache=False)
-
-    def stream_prefill(self, turns: list[Turn], options: GenerateOptions) -> int:
-        with self.lock:
-            self._set_mode("chat")
-            if options.voice is not None:
-                self.model.init_token2wav_cache(prompt_speech_16k=options.voice)
-            for index, turn in enumerate(turns):
-                content: Any = model_content(turn)
-                if len(content) == 1 and isinstance(content[0], str):
-                    content = content[0]  # a lone text goes in as a plain string, as the model expects
-                self.model.streaming_prefill(
-                    session_id=STREAMING_SESSION,
-                    msgs=[{"role": turn.role, "content": content}],
-                    omni_mode=options.omni_mode, max_slice_nums=options.max_slice_nums,
-                    use_tts_template=options.use_tts_template, enable_thinking=options.enable_thinking,
-                    is_last_chunk=index == len(turns) - 1,
-                )
-            return self.llm_cache_length()
-
-    def stream_generate(self, options: GenerateOptions, stop: "threading.Event | _AnyOf") -> Iterator[Piece]:
-        """Blocking iterator over the reply; holds the model lock until it ends or `stop` is set."""
-        with self.lock:
-            self._set_mode("chat")
-            if options.generate_audio and options.voice is None and self.default_voice is not None:
-                self.model.init_token2wav_cache(prompt_speech_16k=self.default_voice)
-            _seed(options)
-            items = call_supported(
-                self.model.streaming_generate,
-                session_id=STREAMING_SESSION, do_sample=options.do_sample, generate_audio=options.generate_audio,
-                max_new_tokens=options.max_new_tokens, use_tts_template=True, length_penalty=options.length_penalty,
-                **_sampling_kwargs(options),
-            )
-            try:
-                for item in items:
-                    if stop.is_set():
-                        break
-                    piece = _stream_piece(item, options.generate_audio, self._count_tokens)
-                    if piece is not None:
-                        yield piece
-            finally:
-                close = getattr(items, "close", None)
-                if close is not None:
-                    close()
-
-    # -- duplex --
-    def duplex_prepare(self, setup: DuplexSetup) -> int:
-        if setup.config is not None:
-            self.duplex_config = setup.config  # persists for later sessions, as in the original
-        llm_voice = setup.ref_audio if setup.ref_audio is not None else self._voice_from_path(setup.ref_audio_path)
-        with self.lock:
-            self._set_mode("duplex")
-            for key in ("force_listen_count", "max_new_speak_tokens_per_chunk"):
-                if hasattr(self.duplex, key):
-                    setattr(self.duplex, key, getattr(self.duplex_config, key))
-            prompt = self.duplex.prepare(
-                prefix_system_prompt=DUPLEX_PROMPT_PREFIX.format(prompt=setup.system_prompt),
-                suffix_system_prompt=DUPLEX_PROMPT_SUFFIX,
-                ref_audio=llm_voice if llm_voice is not None else self.default_voice,
-                prompt_wav_path=setup.ref_audio_path or self.default_voice_path,
-            )
-            if setup.tts_ref_audio is not None:
-                self.model.init_token2wav_cache(prompt_speech_16k=setup.tts_ref_audio)
-        rendered = prompt if isinstance(prompt, str) else (DUPLEX_PROMPT_PREFIX.format(prompt=setup.system_prompt)
-                                                            + DUPLEX_PROMPT_SUFFIX)
-        return len(rendered)
-
-    def duplex_step(self, step: DuplexInput) -> DuplexOutput:
-        sampling = {key: getattr(self.duplex_config, key) for key in DUPLEX_STEP_KEYS}
-        with self.lock:
-            call_supported(self.duplex.streaming_prefill, audio_waveform=step.audio, frame_list=step.frames or None,
-                           max_slice_nums=step.max_slice_nums)
-            result = call_supported(self.duplex.streaming_generate, force_listen=step.force_listen,
-                                    force_listen_override=step.force_listen, prompt_wav_path=self.default_voice_path,
-                                    max_new_speak_tokens_per_chunk=self.duplex_config.max_new_speak_tokens_per_chunk,
-                                    **sampling)
-        costs = {f"{key}_ms": float(result[key]) * 1000.0 for key in _COSTS if result.get(key)}
-        audio = to_numpy(result.get("audio_waveform")) if self.duplex_config.generate_audio else None
-        return DuplexOutput(
-            is_listen=bool(result.get("is_listen", True)), text=result.get("text") or "", audio=audio,
-            end_of_turn=bool(result.get("end_of_turn", False)), n_tokens=result.get("n_tokens"),
-            n_tts_tokens=result.get("n_tts_tokens"),
-            vision_slices=len(step.frames) * step.max_slice_nums if step.frames else 0, costs_ms=costs,
-        )
-
-    def duplex_finalize(self) -> None:
-        finalize = getattr(self.duplex, "finalize", None)
-        if finalize is not None:
-            with self.lock:
-                finalize()
-
-    def duplex_close(self) -> None:
-        """Stop the duplex session and free its caches (about 1.5 GB on the GPU)."""
-        with self.lock:
-            stop = getattr(self.duplex, "set_session_stop", None) or getattr(self.duplex, "stop", None)
-            if stop is not None:
-                stop()
-            reset_state = getattr(self.duplex, "_reset_streaming_state", None)
-            if reset_state is not None:
-                reset_state()
-            decoder = getattr(self.duplex, "decoder", None)
-            if decoder is not None and hasattr(decoder, "reset"):
-                decoder.reset()
-            self.model.reset_session(reset_token2wav_cache=True)
-            self.mode = "chat"
-        gc.collect()
-        _empty_cuda_cache()
-
-    def clear_cache(self) -> None:
-        with self.lock:
-            self.model.reset_session(reset_token2wav_cache=False)
-
-    # -- bookkeeping --
-    def kv_cache_length(self) -> int:
-        if self.mode == "duplex":
-            decoder = getattr(self.duplex, "decoder", None)
-            length = getattr(decoder, "get_cache_length", None)
-            return int(length()) if length is not None else 0
-        return self.llm_cache_length()
-
-    def llm_cache_length(self) -> int:
-        length = getattr(self.model, "_get_kv_cache_length", None)
-        return int(length()) if length is not None else 0
-
-    def _set_mode(self, mode: str) -> None:
-        """Mode switching is a flag flip on the shared weights; leaving duplex drops its state."""
-        if mode != self.mode and self.mode == "duplex":
-            self.model.reset_session(reset_token2wav_cache=True)
-        self.mode = mode
-
-    def _voice_from_path(self, path: str | None) -> np.ndarray | None:
-        return load_reference_voice(path) if path else None
-
-    def _count_tokens(self, text: str) -> int:
-        if not text:
-            return 0
-        encode = getattr(self.tokenizer, "encode", None)
-        return len(encode(text)) if encode is not None else len(text.split())
-
-
-def _sampling_kwargs(options: GenerateOptions) -> dict[str, Any]:
-    """The request's sampling keys, for the model's generation config; greedy decoding takes none.
-    (The original passed only `do_sample`, so the model's defaults always applied.)"""
+def sampling_kwargs(options: GenerateOptions) -> dict[str, Any]:
+    """The request's sampling keys; greedy decoding takes none. Beam search is never used: both
+    model classes default to `num_beams=3`, which the protocol has no way to ask for."""
     if not options.do_sample:
-        return {}
-    return {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
+        return {"num_beams": 1}
+    return {"num_beams": 1, "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
 
 
 def _seed(options: GenerateOptions) -> None:
@@ -407,32 +230,6 @@ def _seed(options: GenerateOptions) -> None:
         import torch
 
         torch.manual_seed(options.seed)
-
-
-def call_supported(method: Any, **kwargs: Any) -> Any:
-    """Call a model method with the keyword arguments its signature takes; drop the rest.
-
-    The remote code's duplex methods have changed names between revisions (`force_listen` vs
-    `force_listen_override`, sampling keys); passing only what the loaded revision accepts keeps
-    one worker working across them. What was dropped is logged once per method.
-    """
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return method(**kwargs)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        accepted = kwargs
-    else:
-        accepted = {k: v for k, v in kwargs.items() if k in parameters}
-    dropped = sorted(set(kwargs) - set(accepted))
-    name = getattr(method, "__qualname__", repr(method))
-    if dropped and name not in _DROPPED_LOGGED:
-        _DROPPED_LOGGED.add(name)
-        log.info("%s does not take %s; not passed", name, ", ".join(dropped))
-    return method(**accepted)
-
-
-_DROPPED_LOGGED: set[str] = set()
 
 
 class _AnyOf:
@@ -445,42 +242,260 @@ class _AnyOf:
         return any(e.is_set() for e in self.events)
 
 
-def _split_chat_result(result: Any, with_audio: bool) -> tuple[str, str | None, Any]:
-    """model.chat returns answer | (answer, prompt) | (answer, waveform) | (answer, prompt, waveform)."""
-    if not isinstance(result, tuple):
-        return str(result), None, None
-    if len(result) == 3:
-        return str(result[0]), result[1], result[2]
-    if len(result) == 2:
-        return (str(result[0]), None, result[1]) if with_audio and not isinstance(result[1], str) else \
-            (str(result[0]), result[1], None)
-    return str(result[0]), None, None
+class ModelCalls:
+    """Every call the worker makes into the loaded model, serialised by one lock.
 
+    `model` is the model directory's `MiniCPMO`; `layout` says which class it is (see module doc).
+    """
 
-def _stream_piece(item: Any, with_audio: bool, count_tokens) -> Piece | None:
-    """streaming_generate yields (waveform, text) with audio, else (text, ...) or a bare string."""
-    if item is None:
-        return None
-    if isinstance(item, str):
-        return Piece(text=item, tokens=count_tokens(item))
-    if not isinstance(item, (tuple, list)) or not item:
-        return None
-    if with_audio:
-        waveform, text = item[0], item[1] if len(item) > 1 else None
-        text = text if isinstance(text, str) else ""
-        audio = to_numpy(waveform)
-        if not text and (audio is None or not audio.size):
-            return None
-        return Piece(text=text, audio=audio, tokens=count_tokens(text))
-    text = item[0] if isinstance(item[0], str) else ""
-    return Piece(text=text, tokens=count_tokens(text)) if text else None
+    def __init__(self, model: Any, layout: str, modes: Any = None, default_voice_path: str | None = None) -> None:
+        self.model = model
+        self.layout = layout
+        self.modes = modes                       # the unified class's ProcessorMode enum
+        self.default_voice_path = default_voice_path
+        self.default_voice = load_reference_voice(default_voice_path)
+        self.lock = threading.Lock()
+        self.mode: str | None = None
+        self.voice_cached: int | None = None     # id() of the voice the vocoder's stream cache holds
+        self.duplex_config = DuplexConfig()
+        self.duplex_voice_file: str | None = None
+        self.last_mode_switch_s: float | None = None
+
+    @property
+    def unified(self) -> bool:
+        return self.layout == "unified"
+
+    def _require_unified(self, what: str) -> None:
+        if not self.unified:
+            raise Unsupported(HF_LAYOUT_REFUSAL.format(what=what))
+
+    def _tokenizer(self) -> Any:
+        processor = getattr(self.model, "processor", None)
+        return getattr(processor, "tokenizer", None)
+
+    # -- chat --
+    def chat(self, turns: list[Turn], options: GenerateOptions) -> ChatResult:
+        if options.generate_audio:
+            self._require_unified("returns no audio from chat")
+        msgs = [{"role": t.role, "content": model_content(t)} for t in turns]
+        voice = options.voice if options.voice is not None else load_reference_voice(options.voice_path)
+        if options.generate_audio:
+            voice = self.default_voice if voice is None else voice
+            if voice is None:
+                raise RuntimeError("speech needs a reference voice: none in the request, no audio.ref_audio_path and "
+                                   f"no {DEFAULT_VOICE_IN_MODEL} in the model directory")
+            if options.tts_mode != "default" and not any(m["role"] == "system" for m in msgs):
+                msgs.insert(0, voice_system_turn(voice, options.language))
+        with self.lock:
+            self._set_mode("chat")
+            _seed(options)
+            answer, prompt, waveform = self.model.chat(
+                msgs=msgs, do_sample=options.do_sample, max_new_tokens=options.max_new_tokens, stream=False,
+                use_tts_template=options.use_tts_template or options.generate_audio,
+                generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
+                omni_mode=options.omni_mode, enable_thinking=options.enable_thinking, return_prompt=True,
+                max_slice_nums=options.max_slice_nums, **sampling_kwargs(options),
+            )
+            stats = dict(getattr(self.model, "_last_chat_token_stats", None) or {})
+        if options.generate_audio and waveform is None:
+            # The model's chat catches its TTS's exceptions and returns no waveform.
+            raise RuntimeError("the model produced no speech for this reply (its TTS step failed; the worker log has "
+                               "the model's traceback)")
+        text = answer or ""
+        return ChatResult(text=text, audio=to_numpy(waveform), prompt=prompt,
+                          input_tokens=int(stats.get("input_tokens") or self._count_tokens(prompt or "")),
+                          generated_tokens=int(stats.get("generated_tokens") or self._count_tokens(text)))
+
+    # -- streaming --
+    def stream_reset(self) -> None:
+        with self.lock:
+            self._set_mode("streaming")
+            self.model.reset_session(reset_token2wav_cache=False)
+
+    def stream_prefill(self, turns: list[Turn], options: GenerateOptions) -> int:
+        with self.lock:
+            self._set_mode("streaming")
+            if options.voice is not None and self.unified:
+                self._cache_voice(options.voice)
+            for index, turn in enumerate(turns):
+                # A turn arrives whole (a VAD segment, a typed message): not as a live 1 s stream.
+                self.model.streaming_prefill(
+                    session_id=STREAMING_SESSION, msgs=[{"role": turn.role, "content": model_content(turn)}],
+                    omni_mode=options.omni_mode, max_slice_nums=options.max_slice_nums,
+                    use_tts_template=options.use_tts_template, enable_thinking=options.enable_thinking,
+                    is_last_chunk=index == len(turns) - 1, stream_input=False,
+                )
+            return self.llm_cache_length()
+
+    def stream_generate(self, options: GenerateOptions, stop: "threading.Event | _AnyOf") -> Iterator[Piece]:
+        """Blocking iterator over the reply; holds the model lock until it ends or `stop` is set."""
+        if options.generate_audio:
+            self._require_unified("does not stream audio")
+        with self.lock:
+            self._set_mode("streaming")
+            if options.generate_audio and self.model.token2wav_cache is None:
+                if self.default_voice is None:
+                    raise RuntimeError("speech needs a reference voice and none is configured")
+                self._cache_voice(self.default_voice)
+            _seed(options)
+            sampling = sampling_kwargs(options)
+            sampling.pop("num_beams")
+            items = self.model.streaming_generate(
+                session_id=STREAMING_SESSION, generate_audio=options.generate_audio, do_sample=options.do_sample,
+                max_new_tokens=options.max_new_tokens, enable_thinking=options.enable_thinking,
+                use_tts_template=options.use_tts_template or options.generate_audio,
+                length_penalty=options.length_penalty, **sampling,
+            )
+            try:
+                for item in items:
+                    if stop.is_set():
+                        break
+                    piece = self._piece(item, options.generate_audio)
+                    if piece is not None:
+                        yield piece
+            finally:
+                items.close()
+
+    def _piece(self, item: Any, with_audio: bool) -> Piece | None:
+        """streaming_generate yields (waveform [1, N], text) with audio, (text, finished) without."""
+        if with_audio:
+            waveform, text = item
+            audio = to_numpy(waveform)
+            text = text or ""
+            if not text and (audio is None or not audio.size):
+                return None
+            return Piece(text=text, audio=audio, tokens=self._count_tokens(text))
+        text = item[0] or ""
+        return Piece(text=text, tokens=self._count_tokens(text)) if text else None
+
+    def _cache_voice(self, voice: np.ndarray) -> None:
+        """Prime the vocoder's stream cache with a voice (seconds on a CPU: skipped when it holds it)."""
+        if self.voice_cached != id(voice) or self.model.token2wav_cache is None:
+            self.model.init_token2wav_cache(prompt_speech_16k=voice)
+            self.voice_cached = id(voice)
+
+    # -- duplex --
+    def duplex_prepare(self, setup: DuplexSetup) -> int:
+        self._require_unified("has no full-duplex mode")
+        if setup.config is not None:
+            self.duplex_config = setup.config  # persists for later sessions, as in the original
+        llm_voice = setup.ref_audio if setup.ref_audio is not None else load_reference_voice(setup.ref_audio_path)
+        with self.lock:
+            self._set_mode("duplex")
+            duplex = self.model.duplex
+            self._configure_duplex(duplex, self.duplex_config)
+            duplex.prepare(
+                prefix_system_prompt=DUPLEX_PROMPT_PREFIX.format(prompt=setup.system_prompt),
+                suffix_system_prompt=DUPLEX_PROMPT_SUFFIX,
+                ref_audio=llm_voice if llm_voice is not None else self.default_voice,
+                prompt_wav_path=self._duplex_voice_file(setup),
+            )
+            return int(duplex.decoder.get_cache_length())
+
+    def _configure_duplex(self, duplex: Any, config: DuplexConfig) -> None:
+        """The session's settings that live on the duplex capability rather than in each call."""
+        import torch
+
+        duplex.generate_audio = config.generate_audio
+        duplex.ls_mode = config.ls_mode
+        duplex.force_listen_count = config.force_listen_count
+        duplex.max_new_speak_tokens_per_chunk = config.max_new_speak_tokens_per_chunk
+        duplex.tts_temperature = torch.tensor([config.tts_temperature], dtype=torch.float, device=duplex.device)
+        duplex.CHUNK_MS = self.model.CHUNK_MS = config.chunk_ms
+
+    def _duplex_voice_file(self, setup: DuplexSetup) -> str | None:
+        """The vocoder reads its voice from a file: the request's voice is written to one."""
+        self._drop_voice_file()
+        voice = setup.tts_ref_audio if setup.tts_ref_audio is not None else setup.ref_audio
+        if voice is None:
+            return setup.ref_audio_path or self.default_voice_path
+        import soundfile
+
+        handle, path = tempfile.mkstemp(suffix=".wav", prefix="omnikube-voice-")
+        os.close(handle)
+        soundfile.write(path, voice, INPUT_SAMPLE_RATE)
+        self.duplex_voice_file = path
+        return path
+
+    def _drop_voice_file(self) -> None:
+        if self.duplex_voice_file:
+            Path(self.duplex_voice_file).unlink(missing_ok=True)
+            self.duplex_voice_file = None
+
+    def duplex_step(self, step: DuplexInput) -> DuplexOutput:
+        config = self.duplex_config
+        with self.lock:
+            duplex = self.model.duplex
+            duplex.streaming_prefill(audio_waveform=step.audio, frame_list=step.frames or None,
+                                     max_slice_nums=step.max_slice_nums)
+            result = duplex.streaming_generate(force_listen_override=step.force_listen,
+                                               **{key: getattr(config, key) for key in DUPLEX_STEP_KEYS})
+        speaking = not result.get("is_listen", True)
+        # A listening step's waveform is a second of silence the model fills in; nothing to send.
+        audio = to_numpy(result.get("audio_waveform")) if speaking and config.generate_audio else None
+        return DuplexOutput(
+            is_listen=not speaking, text=result.get("text") or "", audio=audio,
+            end_of_turn=bool(result.get("end_of_turn", False)), n_tokens=result.get("n_tokens"),
+            n_tts_tokens=result.get("n_tts_tokens"),
+            vision_slices=len(step.frames) * step.max_slice_nums if step.frames else 0,
+            costs_ms={f"{key}_ms": float(result[key]) * 1000.0 for key in _COSTS if result.get(key)},
+        )
+
+    def duplex_finalize(self) -> None:
+        with self.lock:
+            if self.mode == "duplex" and self.model.duplex.needs_finalize:
+                self.model.duplex.finalize_unit()
+
+    def duplex_close(self) -> None:
+        """Stop the duplex session and free its caches (about 1.5 GB on the GPU)."""
+        with self.lock:
+            duplex = getattr(self.model, "duplex", None)
+            if duplex is not None:
+                duplex.set_session_stop()
+                duplex._reset_streaming_state()
+                duplex.decoder.reset()
+            self.model.reset_session(reset_token2wav_cache=True)
+            self.voice_cached = None
+            self._drop_voice_file()
+        gc.collect()
+        _empty_cuda_cache()
+
+    def clear_cache(self) -> None:
+        with self.lock:
+            self.model.reset_session(reset_token2wav_cache=False)
+
+    # -- bookkeeping --
+    def kv_cache_length(self) -> int:
+        if self.mode == "duplex":
+            return int(self.model.duplex.decoder.get_cache_length())
+        return self.llm_cache_length()
+
+    def llm_cache_length(self) -> int:
+        return int(self.model._get_kv_cache_length())
+
+    def _set_mode(self, mode: str) -> None:
+        """The model's own mode switch (a flag flip on shared weights that drops the previous mode's
+        session state), timed and exported. The `hf` class has a single mode."""
+        if mode == self.mode:
+            return
+        if self.modes is not None:
+            started = time.perf_counter()
+            self.model.set_mode(self.modes[mode.upper()])
+            self.last_mode_switch_s = time.perf_counter() - started
+            metrics.MODE_SWITCH.labels(mode).observe(self.last_mode_switch_s)
+            self.voice_cached = None  # the switch dropped the vocoder's stream cache
+        self.mode = mode
+
+    def _count_tokens(self, text: str) -> int:
+        tokenizer = self._tokenizer()
+        if not text:
+            return 0
+        return len(tokenizer.encode(text, add_special_tokens=False)) if tokenizer is not None else len(text.split())
 
 
 def _empty_cuda_cache() -> None:
-    try:
-        import torch
-    except ImportError:
-        return
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
@@ -491,53 +506,55 @@ class MiniCPMoBackend(Backend):
     name = "minicpmo"
     simulated = False
 
-    def __init__(self, settings: WorkerSettings, calls: ModelCalls | None = None) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.calls = calls
+        self.calls: ModelCalls | None = None
         self.override: OverrideReport | None = None
+        self.device: str | None = None
 
     def load(self) -> None:
-        if self.calls is not None:  # built around an already loaded model (tests, embedding)
-            return
         import torch
-        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        from .model_code import import_model_code
+        from .model_device import adapt_model_utils, resolve_device
 
         s = self.settings
         started = time.monotonic()
+        directory = model_directory(s.model_path)
+        self.device = resolve_device(s.device)
+        adapt_model_utils(self.device)
+        code = import_model_code(directory)
         attn = resolve_attn_implementation(s.attn_implementation)
-        require_vocoder(s.chat_vocoder)
-        config = apply_attention(AutoConfig.from_pretrained(s.model_path, trust_remote_code=True), attn)
+        if code.layout == "unified":
+            require_vocoder(s.chat_vocoder)
+        config = apply_attention(code.config_class.from_pretrained(str(directory)), attn)
         # Quantized checkpoints (AWQ, GPTQ) keep their own dtypes; everything else runs in bf16.
         quantized = getattr(config, "quantization_config", None) is not None
-        model = AutoModel.from_pretrained(s.model_path, config=config, trust_remote_code=True,
-                                          attn_implementation=attn, torch_dtype="auto" if quantized else torch.bfloat16,
-                                          init_vision=True, init_audio=True, init_tts=True)
+        model = code.model_class.from_pretrained(str(directory), config=config, attn_implementation=attn,
+                                                 torch_dtype="auto" if quantized else torch.bfloat16)
         if s.pt_path:
             self.override = apply_weight_override(model, s.pt_path)
-        if not quantized:
-            model = model.bfloat16()
-        model = model.eval().cuda()
-        tokenizer = AutoTokenizer.from_pretrained(s.model_path, trust_remote_code=True)
-        model.init_tts()
-        duplex_defaults = DuplexConfig()
-        duplex = model.as_duplex(device="cuda", **{k: getattr(duplex_defaults, k) for k in DUPLEX_LOAD_KEYS})
-        voice = load_reference_voice(s.ref_audio_path)
-        self.calls = ModelCalls(model, tokenizer, duplex, voice, s.ref_audio_path)
-        log.info("MiniCPM-o loaded in %.1f s (attn %s, audio encoder sdpa, vocoder %s)",
-                 time.monotonic() - started, attn, s.chat_vocoder)
-        if s.compile:
-            self._compile(model, torch)
+        model = model.to(self.device).eval()
+        modes = None
+        if code.layout == "unified":
+            model.init_unified(device=self.device, chat_vocoder=s.chat_vocoder,
+                               duplex_config=_duplex_defaults(DuplexConfig()))
+            modes = code.modeling.ProcessorMode
+        self.calls = ModelCalls(model, code.layout, modes, default_voice_path(s.ref_audio_path, directory))
+        log.info("MiniCPM-o (%s class) loaded from %s on %s in %.1f s (attn %s, audio encoder sdpa)", code.layout,
+                 directory, self.device, time.monotonic() - started, attn)
+        if s.compile and code.layout == "unified":
+            self._compile(model)
 
-    def _compile(self, model: Any, torch: Any) -> None:
-        """torch.compile the LLM and TTS decoders, then run one duplex step so the first user does
-        not pay the compilation (about a minute)."""
+    def _compile(self, model: Any) -> None:
+        """The model's own torch.compile of its heavy sub-modules, then one pass of each mode so the
+        first user does not pay the compilation (about a minute on a GPU)."""
         started = time.monotonic()
-        for owner in (getattr(model, "llm", None), getattr(model, "tts", None)):
-            if owner is not None and hasattr(owner, "model"):
-                owner.model = torch.compile(owner.model, mode="default", dynamic=True)
+        model.apply_torch_compile(mode="default", dynamic=True)
         assert self.calls is not None
         self.calls.duplex_prepare(DuplexSetup(system_prompt="warm-up"))
         self.calls.duplex_step(DuplexInput(audio=np.zeros(INPUT_SAMPLE_RATE, dtype=np.float32)))
+        self.calls.duplex_finalize()
         self.calls.duplex_close()
         log.info("torch.compile and warm-up took %.1f s", time.monotonic() - started)
 
@@ -602,3 +619,12 @@ class MiniCPMoBackend(Backend):
 
     async def clear_cache(self) -> None:
         await asyncio.to_thread(self._ready.clear_cache)
+
+
+def _duplex_defaults(config: DuplexConfig) -> dict[str, Any]:
+    """The capability is built able to speak (its TTS sampling state exists only then); each
+    session then sets what it wants (`_configure_duplex`)."""
+    values = config.model_dump(include={"ls_mode", "max_new_speak_tokens_per_chunk", "temperature", "top_k", "top_p",
+                                        "text_repetition_penalty", "text_repetition_window_size", "listen_prob_scale",
+                                        "force_listen_count", "tts_temperature", "chunk_ms"})
+    return {**values, "generate_audio": True}

@@ -66,6 +66,7 @@ class WorkerSettings:
     pt_path: str | None = None
     ref_audio_path: str | None = None
     attn_implementation: str = "auto"
+    device: str = "auto"                    # "auto" | "cpu" | "cuda" | "cuda:N" (model.device)
     chat_vocoder: str = "token2wav"
     compile: bool = False
     pause_timeout: float = 60.0
@@ -86,6 +87,7 @@ class WorkerSettings:
             pt_path=config.model.pt_path,
             ref_audio_path=config.audio.ref_audio_path,
             attn_implementation=_value(config.model.attn_implementation),
+            device=config.model.device,
             chat_vocoder=_value(config.audio.chat_vocoder),
             compile=config.service.compile,
             pause_timeout=config.duplex.pause_timeout,
