@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.fixtures.speech import SENTENCE, speak
 from tests.fixtures.worker_app import pcm_b64, png_b64, silence, tone, wait_for
 
 
@@ -86,7 +87,7 @@ def test_half_duplex_records_each_voice_turn(recording_client):
     with client.websocket_connect("/ws/half_duplex?session_id=hdx_rec") as ws:
         ws.send_json({"type": "prepare"})
         assert ws.receive_json()["recording_session_id"] == "hdx_rec"
-        audio = np.concatenate([tone(1.0), silence(0.75)])
+        audio = np.concatenate([speak(SENTENCE), silence(0.75)])
         for start in range(0, audio.size, 8000):
             ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(audio[start:start + 8000])})
         while ws.receive_json()["type"] != "turn_done":
