@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import struct
+import subprocess
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
@@ -131,6 +132,17 @@ def test_meta_recording_and_assets_are_served(gateway_app, session):
     head = gateway_app.head("/api/sessions/omni_abc/assets/user_audio/000.wav")  # what a player probes first
     assert head.status_code == 200 and head.headers["content-length"] == asset.headers["content-length"]
     assert gateway_app.get("/api/sessions/nope").json() == {"detail": "Session not found: nope"}
+
+
+def test_the_replay_video_is_served_as_mp4_with_ranges_for_the_viewer(gateway_app, session):
+    video = session / "merged_replay.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=1",
+                    "-f", "lavfi", "-i", "sine=duration=1", "-pix_fmt", "yuv420p", "-shortest", str(video)],
+                   check=True, timeout=60)
+    whole = gateway_app.get("/api/sessions/omni_abc/assets/merged_replay.mp4")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4" and whole.content == video.read_bytes()
+    part = gateway_app.get("/api/sessions/omni_abc/assets/merged_replay.mp4", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == video.read_bytes()[:100]  # a <video> element seeks this way
 
 
 def test_ids_and_asset_paths_that_could_escape_are_refused(gateway_app, session):
