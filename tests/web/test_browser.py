@@ -4,7 +4,7 @@ The module shares one simulated worker (real timings) behind one gateway (proces
 tests/fixtures/processes.py); every test leaves the worker idle and the queue empty, which an
 autouse fixture checks. Each test opens its own browsers (tests/fixtures/browser.py) with fake
 camera and microphone. The microphone plays a
-looped WAV, 1.5 s of a speech-like tone then 4.5 s of silence, so the simulated duplex model hears
+looped WAV, a sentence spoken by espeak-ng then 4.5 s of silence, so the simulated duplex model hears
 "speech", waits for the pause and answers. Screenshots of every page land in artifacts/screenshots/.
 """
 
@@ -25,8 +25,11 @@ import numpy as np
 import pytest
 from selenium.webdriver.common.by import By
 
+from omnikube.audio import resample
+
 from tests.fixtures.browser import screenshot, wait_js
 from tests.fixtures.processes import free_port, launch_gateway, launch_worker, wait_until
+from tests.fixtures.speech import SENTENCE, speak
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -51,8 +54,9 @@ def tone(seconds: float, rate: int, freq: float = 220.0, amplitude: float = 0.2)
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory) -> Path:
+    """The fake microphone: a spoken sentence (espeak-ng), then a pause, looped by Chromium."""
     rate = 48_000
-    voiced = tone(1.5, rate, 300, 0.3) * np.sin(2 * np.pi * 3 * np.arange(int(rate * 1.5)) / rate) ** 2
+    voiced = resample(speak(SENTENCE), 16_000, rate)
     signal = np.concatenate([voiced, np.zeros(int(rate * 4.5))])
     return write_wav(tmp_path_factory.mktemp("media") / "speech.wav", signal, rate)
 
