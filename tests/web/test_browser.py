@@ -324,6 +324,27 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     stop_duplex(browser)
 
 
+def test_an_omni_session_replays_as_a_video_in_the_session_viewer(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "omni")
+    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    wait_js(browser, "omnikube.session.last.vision_slices >= 1 && omnikube.player.schedule.chunks >= 1", 30)
+    session_id = browser.execute_script("return omnikube.session.recordingId")
+    stop_duplex(browser)
+    wait_until(lambda: "merged_replay_video" in (service.get(f"/api/sessions/{session_id}/recording").json()
+                                                 if service.get(f"/api/sessions/{session_id}/recording").status_code == 200
+                                                 else {}), 60, "the worker to make the replay video")
+    chunks = len(service.get(f"/api/sessions/{session_id}/recording").json()["chunks"])
+    open_page(browser, service, f"s/{session_id}")
+    # Chromium has loaded the worker's MP4 through the gateway and knows its length: about a second a chunk.
+    wait_js(browser, "document.querySelector('#content video')?.readyState >= 1", 20)
+    duration = browser.execute_script("return document.querySelector('#content video').duration")
+    assert abs(duration - chunks) < 1.0
+    screenshot(browser, "session-viewer-omni-video")
+
+
 def test_a_half_duplex_call_answers_after_the_user_pauses_and_reopens_the_microphone(service, browser_factory, speech_wav):
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "half_duplex")
