@@ -311,7 +311,8 @@ def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_fact
     wait_until(lambda: worker_states(service) == ["idle"], 10, "the worker to be released")
 
 
-def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_factory, speech_wav):
+def omni_session_with_frames(browser_factory, service, speech_wav):
+    """A browser in a live omni session whose camera frames reached the model."""
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "omni")
     wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
@@ -320,17 +321,17 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     # vision_slices in the worker's result counts the frames it received with the chunk.
     wait_js(browser, "omnikube.session.last.vision_slices >= 1", 15)
     wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    return browser
+
+
+def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
     screenshot(browser, "omni")
     stop_duplex(browser)
 
 
 def test_an_omni_session_replays_as_a_video_in_the_session_viewer(service, browser_factory, speech_wav):
-    browser = browser_factory(fake_audio=speech_wav)
-    open_page(browser, service, "omni")
-    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
-    start_duplex(browser)
-    wait_js(browser, "omnikube.session.state === 'active'", 20)
-    wait_js(browser, "omnikube.session.last.vision_slices >= 1 && omnikube.player.schedule.chunks >= 1", 30)
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
     session_id = browser.execute_script("return omnikube.session.recordingId")
     stop_duplex(browser)
     wait_until(lambda: "merged_replay_video" in (service.get(f"/api/sessions/{session_id}/recording").json()
