@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.speech",
     "tests.fixtures.browser",
     "tests.fixtures.packaging",
+    "tests.fixtures.real_model",
 ]

@@ -47,6 +47,7 @@ TOKEN2WAV_DIR = Path("assets") / "token2wav"
 DEFAULT_VOICE = Path("assets") / "ref_audio" / "ref_minicpm_signature.wav"
 VOICE_SENTENCE = "Hello, I am the default voice of this random weight checkpoint."
 BUILD_MARKER = "omnikube-checkpoint.json"
+BUILDER_VERSION = 1  # part of the cache key: a change to what this module writes rebuilds cached copies
 
 # `--token2wav tiny`: the flow and HiFT at toy sizes (same classes, same interfaces) so a CPU
 # turns a second of speech tokens into audio in well under a second. Paths are into the yaml.
@@ -84,7 +85,7 @@ class BuildRequest:
         for path in sorted(code_files(self.code_dir)) + [self.config_path]:
             digest.update(path.name.encode())
             digest.update(path.read_bytes())
-        digest.update(f"{self.token2wav}:{self.seed}".encode())
+        digest.update(f"{self.token2wav}:{self.seed}:{BUILDER_VERSION}".encode())
         for name in ("flow.yaml", "config.yaml"):
             source = self.code_dir / "token2wav" / name
             if source.is_file():
@@ -291,10 +292,9 @@ def write_default_voice(path: Path) -> None:
         with tempfile.TemporaryDirectory() as scratch:
             spoken = Path(scratch) / "voice.wav"
             subprocess.run(["espeak-ng", "-w", str(spoken), VOICE_SENTENCE], check=True, capture_output=True)
-            from .recording import resample
+            from omnikube.audio import decode_audio
 
-            samples, rate = soundfile.read(str(spoken), dtype="float32", always_2d=True)
-            samples = resample(samples.mean(axis=1), rate, 16000)
+            samples = decode_audio(spoken.read_bytes(), rate=16000)
     else:
         from .synth import speak
 

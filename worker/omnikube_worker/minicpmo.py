@@ -35,6 +35,7 @@ from typing import Any, AsyncIterator, Iterator
 
 import numpy as np
 
+from omnikube.audio import decode_audio
 from omnikube.protocol import INPUT_SAMPLE_RATE, DuplexConfig
 
 from . import metrics
@@ -152,15 +153,10 @@ def default_voice_path(configured: str | None, model_dir: Path) -> str | None:
 
 
 def load_reference_voice(path: str | None) -> np.ndarray | None:
-    """A reference voice file as 16 kHz mono float32."""
+    """A reference voice file in any format FFmpeg decodes, as 16 kHz mono float32."""
     if not path:
         return None
-    import soundfile
-
-    from .recording import resample
-
-    samples, rate = soundfile.read(path, dtype="float32", always_2d=True)
-    return resample(samples.mean(axis=1), rate, INPUT_SAMPLE_RATE).astype(np.float32)
+    return decode_audio(Path(path).read_bytes(), rate=INPUT_SAMPLE_RATE, what=f"reference voice {path}")
 
 
 # ---- translation between plain data and the model's methods -------------------------------------
