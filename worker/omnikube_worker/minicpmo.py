@@ -285,7 +285,7 @@ class ModelCalls:
         with self.lock:
             self._set_mode("chat")
             _seed(options)
-            answer, prompt, waveform = self.model.chat(
+            result = self.model.chat(
                 msgs=msgs, do_sample=options.do_sample, max_new_tokens=options.max_new_tokens, stream=False,
                 use_tts_template=options.use_tts_template or options.generate_audio,
                 generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
@@ -293,6 +293,8 @@ class ModelCalls:
                 max_slice_nums=options.max_slice_nums, **sampling_kwargs(options),
             )
             stats = dict(getattr(self.model, "_last_chat_token_stats", None) or {})
+        # The unified class returns (answer, prompt, waveform); the Hugging Face style one (answer, prompt).
+        answer, prompt, waveform = (tuple(result) + (None,))[:3]
         if options.generate_audio and waveform is None:
             # The model's chat catches its TTS's exceptions and returns no waveform.
             raise RuntimeError("the model produced no speech for this reply (its TTS step failed; the worker log has "
