@@ -21,7 +21,7 @@ from websockets.sync.client import connect
 
 from omnikube_worker.checkpoint import BUILD_MARKER
 
-from tests.fixtures.processes import WorkerProc, wait_until
+from tests.fixtures.processes import WorkerProc, launch_gateway, wait_until
 from tests.fixtures.speech import speak
 from tests.fixtures.worker_app import pcm_b64, png_b64
 
@@ -235,3 +235,41 @@ def test_the_mode_switch_is_timed_and_exported(model_worker):
     metrics = httpx.get(f"{model_worker.url}/metrics").text
     counts = [line for line in metrics.splitlines() if line.startswith("omnikube_worker_mode_switch_seconds_count")]
     assert {line.split('mode="')[1].split('"')[0] for line in counts} >= {"chat", "streaming", "duplex"}
+
+
+# ---- through the gateway, with the real client libraries ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_gateway(model_worker: WorkerProc, tmp_path_factory: pytest.TempPathFactory):
+    gateway = launch_gateway(tmp_path_factory.mktemp("model-gateway"), [model_worker])
+    yield gateway
+    gateway.kill()
+
+
+def test_the_openai_client_gets_the_models_reply_through_the_gateway(model_gateway, model_worker):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{model_gateway.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    completion = client.chat.completions.create(model="minicpm-o-4.5", messages=[{"role": "user", "content": "Hi!"}],
+                                                max_completion_tokens=32, temperature=0)
+    assert completion.choices[0].message.content == REPLY and completion.usage.completion_tokens > 0
+    idle(model_worker)
+
+
+async def test_a_realtime_sdk_session_hears_speech_and_gets_a_spoken_turn_through_the_gateway(model_gateway, model_worker):
+    from openbmb_realtime import AudioDelta, RealtimeClient, TextDelta, TurnCompleted
+
+    session = await RealtimeClient(api_key="unused", base_url=model_gateway.url).audio.connect(
+        model="minicpm-o-4.5-realtime", system_prompt="Be brief.")
+    for chunk in one_second_chunks(speak("Hello there, are you listening to me?"), 12):
+        await session.send_audio(chunk.astype("<f4").tobytes())
+    events = []
+    async for event in session:
+        events.append(event)
+        if isinstance(event, TurnCompleted) or len(events) > 200:
+            break
+    await session.close()
+    assert isinstance(events[-1], TurnCompleted), events[-5:]
+    assert REPLY in "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert sum(len(e.audio) for e in events if isinstance(e, AudioDelta)) > 4 * 24000 * 0.5
+    idle(model_worker)

@@ -212,17 +212,22 @@ def voice_system_turn(voice: np.ndarray, language: str) -> dict[str, Any]:
     return {"role": "system", "content": [before, voice, after]}
 
 
+def samples(options: GenerateOptions) -> bool:
+    """Temperature 0 means greedy (as the OpenAI API defines it); dividing logits by it would not."""
+    return options.do_sample and options.temperature > 0
+
+
 def sampling_kwargs(options: GenerateOptions) -> dict[str, Any]:
     """The request's sampling keys; greedy decoding takes none. Beam search is never used: both
     model classes default to `num_beams=3`, which the protocol has no way to ask for."""
-    if not options.do_sample:
+    if not samples(options):
         return {"num_beams": 1}
     return {"num_beams": 1, "temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
 
 
 def _seed(options: GenerateOptions) -> None:
     """Seed torch's generators for this reply; the model lock is held, so no other reply interleaves."""
-    if options.seed is not None and options.do_sample:
+    if options.seed is not None and samples(options):
         import torch
 
         torch.manual_seed(options.seed)
@@ -286,7 +291,7 @@ class ModelCalls:
             self._set_mode("chat")
             _seed(options)
             result = self.model.chat(
-                msgs=msgs, do_sample=options.do_sample, max_new_tokens=options.max_new_tokens, stream=False,
+                msgs=msgs, do_sample=samples(options), max_new_tokens=options.max_new_tokens, stream=False,
                 use_tts_template=options.use_tts_template or options.generate_audio,
                 generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
                 omni_mode=options.omni_mode, enable_thinking=options.enable_thinking, return_prompt=True,
@@ -339,7 +344,7 @@ class ModelCalls:
             sampling = sampling_kwargs(options)
             sampling.pop("num_beams")
             items = self.model.streaming_generate(
-                session_id=STREAMING_SESSION, generate_audio=options.generate_audio, do_sample=options.do_sample,
+                session_id=STREAMING_SESSION, generate_audio=options.generate_audio, do_sample=samples(options),
                 max_new_tokens=options.max_new_tokens, enable_thinking=options.enable_thinking,
                 use_tts_template=options.use_tts_template or options.generate_audio,
                 length_penalty=options.length_penalty, **sampling,
