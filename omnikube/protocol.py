@@ -6,6 +6,7 @@ Shared by the worker (which speaks it) and the gateway (which routes and relays 
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
@@ -58,6 +59,27 @@ CLOSE_TRY_AGAIN_LATER = 1013  # WebSocket close code for "not ready" / "busy"
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class NotAJsonObject(ValueError):
+    """A frame or body that is not one JSON object; the message is meant for the sender."""
+
+
+def loads_object(text: str | bytes) -> dict[str, Any]:
+    """Parse one JSON object. Nesting deeper than Python's recursion limit makes `json` raise
+    RecursionError (a RuntimeError, so handlers that catch ValueError let it kill the session):
+    it is the sender's mistake like any other malformed frame, and is reported as one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotAJsonObject(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NotAJsonObject(f"not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise NotAJsonObject("JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise NotAJsonObject("expected a JSON object")
+    return data
 
 
 # ---- content items and chat (POST /chat, WS /ws/chat) ------------------------------------------
