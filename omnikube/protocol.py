@@ -55,6 +55,9 @@ WS_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 PAUSE_TIMEOUT_CLOSE_REASON = "Pause timeout"
 CLOSE_TRY_AGAIN_LATER = 1013  # WebSocket close code for "not ready" / "busy"
+# The `error` of a worker's /ws/chat that another session holds (the request frame comes before
+# admission there, so it cannot refuse the handshake); the gateway moves on when it reads it.
+WORKER_BUSY_ERROR = "Worker busy"
 
 
 class _Wire(BaseModel):
@@ -223,6 +226,8 @@ class WsChatRequest(_Wire):
 
 
 class WorkerHealthResponse(_Wire):
+    """`GET /health` of a worker: written by the worker, read by the gateway's health probes."""
+
     status: Literal["healthy", "error", "initializing"]
     worker_status: WorkerStatus
     gpu_id: int
@@ -375,3 +380,45 @@ class StreamingGenerate(_Wire):
     generate_audio: bool = True
     max_new_tokens: int = Field(256, ge=1, le=4096)
     length_penalty: float = Field(1.1, ge=0.1, le=5.0)
+
+
+# ---- gateway to client: queue frames, errors, refusals ------------------------------------------
+
+class QueueFrame(_Wire):
+    """Where a waiting session stands. `/ws/*` sends it as `queued` (first, with the ticket id) and
+    `queue_update`; `/v1/realtime` as `session.queued` / `session.queue_update`; the SSE stream of
+    `/v1/chat/completions` as a comment. `estimated_wait_s` is the one name of the ETA everywhere
+    (POST /api/chat's answer alone says `estimated_queue_wait_s`, as the original's clients read it)."""
+
+    type: str
+    position: int = Field(ge=1)
+    estimated_wait_s: float = Field(ge=0)
+    queue_length: int = Field(ge=0)
+    ticket_id: str | None = None
+
+
+class ErrorFrame(_Wire):
+    """`error` of the worker's and the gateway's `/ws/*` routes. `code` is an Omnikube addition,
+    sent where a client can act on it (and left out otherwise, as the original's frames have none)."""
+
+    type: Literal["error"] = "error"
+    error: str
+    code: Literal["worker_busy", "worker_lost", "gateway_stopping", "bad_frame"] | None = None
+
+
+class RefusalReason(str, Enum):
+    """Why a request got no worker. The values are the gateway's metric outcomes."""
+
+    queue_full = "queue_full"
+    queue_timeout = "queue_timeout"
+    cancelled = "cancelled"
+    no_worker = "worker_failed"
+
+
+class Refusal(_Wire):
+    """A request the gateway could not serve, before any worker answered: one mapping from the
+    queue's outcomes, rendered by each protocol as its own error (frame, event or HTTP status)."""
+
+    reason: RefusalReason
+    message: str
+    retry_after_s: float | None = None

@@ -136,7 +136,7 @@ async def queue(request: Request) -> dict:
     items = [
         {
             "ticket_id": t.ticket_id, "request_type": WIRE_LABEL[t.task_type], "session_id": t.session_id,
-            "position": t.position, "estimated_wait_s": t.eta_s, "enqueued_at": _iso(t.enqueued_at),
+            "position": t.position, "estimated_wait_s": t.estimated_wait_s, "enqueued_at": _iso(t.enqueued_at),
             "wait_elapsed_s": round(now - t.enqueued, 1),
         }
         for t in dispatcher.queue
@@ -152,7 +152,7 @@ async def ticket(ticket_id: str, request: Request) -> dict:
         return {"found": False, "message": "Ticket not in queue (may have been assigned or cancelled)"}
     return {"found": True, "ticket": {
         "ticket_id": t.ticket_id, "request_type": WIRE_LABEL[t.task_type], "session_id": t.session_id,
-        "enqueued_at": _iso(t.enqueued_at), "position": t.position, "estimated_wait_s": t.eta_s, "cancelled": t.cancelled,
+        "enqueued_at": _iso(t.enqueued_at), "position": t.position, "estimated_wait_s": t.estimated_wait_s, "cancelled": t.cancelled,
     }}
 
 

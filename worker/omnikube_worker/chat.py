@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
-                               Sampling, WorkerStatus, WsChatRequest)
+                               Sampling, WORKER_BUSY_ERROR, WorkerStatus, WsChatRequest)
 
 from . import metrics
 from .backend import Audio, GenerateOptions, Piece, Turn
@@ -196,7 +196,7 @@ async def ws_chat(ws: WebSocket) -> None:
         lease = await ctx.state.acquire(WorkerStatus.busy_half_duplex, f"chat_ws_{uuid.uuid4().hex[:8]}")
     except (Busy, NotReady) as exc:
         metrics.SESSIONS.labels("chat_ws", "rejected_busy").inc()
-        await _send_final_error(ws, "Worker busy" if isinstance(exc, Busy) else "Worker not ready")
+        await _send_final_error(ws, WORKER_BUSY_ERROR if isinstance(exc, Busy) else "Worker not ready")
         return
     outcome = "error"
     try:
