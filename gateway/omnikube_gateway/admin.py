@@ -195,11 +195,9 @@ def eta_status(request: Request) -> dict:
 
 
 def apply_eta_config(app, config: EtaConfig) -> None:
-    estimator = app.state.dispatcher.estimator
-    for task_type, name in ETA_FIELDS.items():
-        estimator.baselines[task_type] = getattr(config, f"eta_{name}_s")
-    if config.ema_alpha is not None:
-        estimator.alpha = config.ema_alpha
+    """Hand the baselines to the dispatcher, which owns the estimator; the route keeps the echo."""
+    baselines = {task_type: getattr(config, f"eta_{name}_s") for task_type, name in ETA_FIELDS.items()}
+    app.state.dispatcher.configure_eta(baselines, config.ema_alpha)
     app.state.eta_config = config
 
 
@@ -216,7 +214,6 @@ async def get_eta(request: Request) -> dict:
 async def put_eta(config: EtaConfig, request: Request) -> dict:
     apply_eta_config(request.app, config)
     await asyncio.to_thread(atomic_write_json, eta_path(request.app), config.model_dump())
-    request.app.state.dispatcher.refresh()
     return eta_status(request)
 
 

@@ -31,7 +31,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from omnikube.protocol import WS_MAX_MESSAGE_BYTES, ErrorFrame, QueueFrame, Refusal, RefusalReason, TaskType
+from omnikube.protocol import (WORKER_BUSY_ERROR, WS_MAX_MESSAGE_BYTES, ErrorFrame, NotAJsonObject, QueueFrame, Refusal,
+                               RefusalReason, TaskType, loads_object)
 
 from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
 
@@ -144,6 +145,19 @@ class WorkerRefused(Exception):
 
 
 Opening = Callable[[ClientConnection], Awaitable[list[str | bytes]]]
+
+
+async def send_request(upstream: ClientConnection, request: str | bytes) -> list[str | bytes]:
+    """The opening of `/ws/chat`: its worker admits after the request frame, so being taken comes
+    back as the first answer (`Worker busy`), not as a refused handshake. Returns that answer."""
+    await upstream.send(request)
+    answer = await upstream.recv()
+    if isinstance(answer, str) and len(answer) < 256:
+        with suppress(NotAJsonObject):
+            frame = loads_object(answer)
+            if frame.get("type") == "error" and frame.get("error") == WORKER_BUSY_ERROR:
+                raise WorkerRefused(WORKER_BUSY_ERROR)
+    return [answer]
 
 
 async def _connect(lease: Lease, path: str) -> ClientConnection | None:

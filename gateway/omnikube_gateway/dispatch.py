@@ -221,8 +221,9 @@ class Dispatcher:
         """A lease() entered now would get a worker without queueing."""
         return len(self.queue) == 0 and self.registry.any_available()
 
-    def refresh(self) -> None:
-        """Recompute positions and ETAs now (e.g. after the baselines changed)."""
+    def configure_eta(self, baselines: dict[TaskType, float], alpha: float | None = None) -> None:
+        """New ETA baselines: the estimator takes them, and every waiting ticket is re-estimated."""
+        self.estimator.configure(baselines, alpha)
         self._recompute()
 
     def snapshot(self, ticket_id: str) -> Ticket | None:

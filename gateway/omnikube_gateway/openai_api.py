@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -27,11 +27,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from omnikube.protocol import WORKER_BUSY_ERROR, NotAJsonObject, Refusal, RefusalReason, TaskType, loads_object
+from omnikube.protocol import Refusal, RefusalReason, TaskType, loads_object
 
 from . import metrics
 from .auth import require_api_key
-from .client_session import Refused, WorkerRefused, wait_disconnect, worker_session
+from .client_session import Refused, send_request, wait_disconnect, worker_session
 from .dispatch import QueueUpdate
 from .openai_audio import b64decode_strict, b64encode, float32_to_pcm16, float32_to_wav
 from .openai_errors import (OpenAIError, invalid_request, model_failed, outcome, queue_full, unauthorized, unavailable,
@@ -162,15 +162,10 @@ class CompletionJob:
         self.events.put_nowait(Event("error", error=error))
 
     async def _request(self, worker: ClientConnection) -> list[str | bytes]:
-        """Send the turn; the worker's first answer says whether it was taken by another session."""
         try:
-            await worker.send(json.dumps(self.frame))
-            answer = await worker.recv()
+            return await send_request(worker, json.dumps(self.frame))
         except ConnectionClosed as exc:
             raise worker_failed(f"The worker failed during the request: connection lost ({exc})") from None
-        if isinstance(answer, str) and len(answer) < 256 and _frame(answer).get("error") == WORKER_BUSY_ERROR:
-            raise WorkerRefused(WORKER_BUSY_ERROR)
-        return [answer]
 
     async def _talk(self, worker: ClientConnection, first: list[str | bytes]) -> None:
         input_tokens = 0
@@ -201,13 +196,6 @@ class CompletionJob:
             raise _WorkerLost(f"connection lost ({exc})") from None
         except (ValueError, KeyError) as exc:
             raise _WorkerLost(f"unreadable worker frame ({exc})") from None
-
-
-def _frame(message: str | bytes) -> dict[str, Any]:
-    try:
-        return loads_object(message)
-    except NotAJsonObject:
-        return {}
 
 
 def _refusal_error(refusal: Refusal) -> OpenAIError:

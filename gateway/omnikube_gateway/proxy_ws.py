@@ -23,6 +23,7 @@ status. Fixed on purpose:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -34,14 +35,13 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 
-from omnikube.protocol import (AUDIO_DUPLEX_PREFIX, WORKER_BUSY_ERROR, NotAJsonObject, RefusalReason, TaskType,
-                               loads_object)
+from omnikube.protocol import AUDIO_DUPLEX_PREFIX, NotAJsonObject, RefusalReason, TaskType, loads_object
 
 from . import metrics
 from .apps import disabled_reason
 from .auth import authorize_websocket
-from .client_session import (CLOSED, STOPPING_MESSAGE, ClientSession, Drop, Inspect, Refused, WorkerRefused, close,
-                             queue_frame, relay, send_error, worker_session)
+from .client_session import (CLOSED, STOPPING_MESSAGE, ClientSession, Drop, Inspect, Refused, close, queue_frame, relay,
+                             send_error, send_request, worker_session)
 from .dispatch import Lease, QueueUpdate
 from .storage import sanitize_id
 
@@ -176,16 +176,7 @@ async def _session(session: ClientSession, route: Route, session_id: str | None)
             await ws.send_text(queue_frame(update, first=not told["queued"]).model_dump_json(exclude_none=True))
             told["queued"] = True
 
-    async def opening(upstream: ClientConnection) -> list[str | bytes]:
-        # /ws/chat's worker admits after the request frame, so "taken" arrives as its first answer.
-        if not first:
-            return []
-        await upstream.send(first[0])
-        answer = await upstream.recv()
-        if isinstance(answer, str) and len(answer) < 256 and _is_busy(answer):
-            raise WorkerRefused(WORKER_BUSY_ERROR)
-        return [answer]
-
+    opening = functools.partial(_send_first, first[0]) if first else None
     try:
         async with worker_session(ws.app.state.dispatcher, route.task_type, route.worker_path, on_update=on_update,
                                   session_id=session_id, opening=opening) as (lease, upstream, answers):
@@ -204,9 +195,5 @@ async def _session(session: ClientSession, route: Route, session_id: str | None)
         return  # the client went away while we were telling it something
 
 
-def _is_busy(answer: str) -> bool:
-    try:
-        frame = loads_object(answer)
-    except NotAJsonObject:
-        return False
-    return frame.get("type") == "error" and frame.get("error") == WORKER_BUSY_ERROR
+async def _send_first(request: str | bytes, upstream: ClientConnection) -> list[str | bytes]:
+    return await send_request(upstream, request)

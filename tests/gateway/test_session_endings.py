@@ -5,14 +5,16 @@ parse. Each time the client gets a frame it can act on, and no worker is left bu
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Iterator
 
+import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from tests.fixtures.processes import GatewayProc, WorkerProc
+from tests.fixtures.processes import GatewayProc, WorkerProc, wait_until
 
 DEEP = "[" * 200_000 + "]" * 200_000  # too large for the gateway to parse: the worker sees it
 SHALLOW_BUT_DEEP = "[" * 30_000 + "]" * 30_000  # small enough for the gateway's own look
@@ -124,3 +126,18 @@ def test_a_too_deep_frame_on_v1_realtime_is_the_clients_error(duplex_gateway):
     assert frames[0]["type"] == "error"
     assert frames[0]["error"]["code"] == "invalid_json" and frames[0]["error"]["type"] == "client_error"
     worker.wait_status("idle")
+
+
+def test_a_chat_sent_to_a_worker_another_gateway_holds_waits_in_the_queue_and_is_served(start_worker, start_gateway):
+    worker = start_worker(zero_delay=True)
+    first = start_gateway([worker])
+    second = start_gateway([worker], args=["--health-interval", "3600"])  # still believes the worker idle
+    with ThreadPoolExecutor(1) as pool, open_duplex(first, "adx_holder") as holder:
+        chat = pool.submit(httpx.post, f"{second.url}/api/chat", json={"messages": [{"role": "user", "content": "hi"}]},
+                           timeout=60)
+        # The worker answers 429 after its busy grace; the second gateway queues the chat instead of failing it.
+        wait_until(lambda: second.get("/api/queue").json()["queue_length"] == 1, 30, "the chat to be queued")
+        holder.send(json.dumps({"type": "stop"}))
+        assert recv(holder)["type"] == "stopped"
+        answer = chat.result(timeout=30)
+    assert answer.status_code == 200 and answer.json()["success"] is True

@@ -249,14 +249,14 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             reply = await stream_reply(ctx.backend, options, stop, "chat_ws", send_chunk, started)
         except Disconnected:
             stop.set()
-            return "client_gone"
+            return "client_left"
         except Exception as exc:  # a model failure
             if stop.is_set():
-                return "client_gone"
+                return "client_left"
             await _send_final_error(ws, f"{exc.__class__.__name__}: {exc}")
             return "error"
         if stop.is_set():
-            return "client_gone"
+            return "client_left"
         done: dict[str, object] = {"type": "done", "text": reply.text, "generated_tokens": reply.tokens,
                                    "input_tokens": input_tokens, **ctx.info()}
         if not request.streaming:
@@ -270,7 +270,7 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
         try:
             await send_json(ws, done)
         except Disconnected:
-            return "client_gone"
+            return "client_left"
         return "completed"
     finally:
         watcher.cancel()
