@@ -403,7 +403,7 @@ class ErrorFrame(_Wire):
 
     type: Literal["error"] = "error"
     error: str
-    code: Literal["worker_busy", "worker_lost", "gateway_stopping", "bad_frame"] | None = None
+    code: Literal["worker_lost", "gateway_stopping", "bad_frame"] | None = None
 
 
 class RefusalReason(str, Enum):
