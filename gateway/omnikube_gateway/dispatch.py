@@ -68,7 +68,7 @@ class QueueCancelled(Exception):
 class QueueUpdate:
     ticket_id: str
     position: int  # 1-based among waiting tickets
-    eta_seconds: float
+    estimated_wait_s: float
     queue_length: int
 
 
@@ -106,6 +106,14 @@ class Lease:
         """The worker answered with an error (it is alive)."""
         if self.outcome == "ok":
             self.outcome = "worker_error"
+
+    def refused(self, reason: str) -> None:
+        """The worker is alive but taken (by a session another gateway started): it is not handed
+        out again until a health probe sent after this moment says it is idle."""
+        self.worker_error()
+        if self._dispatcher is not None:
+            self._dispatcher.registry.mark_taken(self.worker_id, reason)
+        log.info("worker %s refused %s: %s", self.worker_id, self.ticket_id, reason)
 
     def pause(self) -> None:
         if self._dispatcher and self._worker and self._session:
@@ -183,7 +191,7 @@ class Dispatcher:
         metrics.QUEUE_WAIT.labels(task_type.value).observe(waited)
         metrics.ACTIVE_SESSIONS.labels(task_type.value).inc()
         lease = Lease(
-            ticket.ticket_id, worker.worker_id, worker.http_url, worker.ws_url, task_type, waited, ticket.initial_eta_s,
+            ticket.ticket_id, worker.worker_id, worker.http_url, worker.ws_url, task_type, waited, ticket.entry_estimated_wait_s,
             _dispatcher=self, _worker=worker, _session=session,
         )
         try:
@@ -213,8 +221,9 @@ class Dispatcher:
         """A lease() entered now would get a worker without queueing."""
         return len(self.queue) == 0 and self.registry.any_available()
 
-    def refresh(self) -> None:
-        """Recompute positions and ETAs now (e.g. after the baselines changed)."""
+    def configure_eta(self, baselines: dict[TaskType, float], alpha: float | None = None) -> None:
+        """New ETA baselines: the estimator takes them, and every waiting ticket is re-estimated."""
+        self.estimator.configure(baselines, alpha)
         self._recompute()
 
     def snapshot(self, ticket_id: str) -> Ticket | None:
@@ -232,10 +241,10 @@ class Dispatcher:
         if len(self.queue) >= self.max_queue_size:
             metrics.REQUESTS.labels(ticket.task_type.value, "queue_full").inc()
             head = self.queue.head()
-            raise QueueFull(self.max_queue_size, max(1.0, round(head.eta_s if head else 1.0)))
+            raise QueueFull(self.max_queue_size, max(1.0, round(head.estimated_wait_s if head else 1.0)))
         self.queue.append(ticket)
         self._recompute()
-        ticket.initial_eta_s = ticket.eta_s
+        ticket.entry_estimated_wait_s = ticket.estimated_wait_s
         loop = asyncio.get_running_loop()
         deadline = ticket.enqueued + self.queue_timeout
         try:
@@ -258,8 +267,8 @@ class Dispatcher:
             raise
 
     async def _tell(self, ticket: Ticket, on_update) -> None:
-        ticket.told_position, ticket.told_eta_s, ticket.told_at = ticket.position, ticket.eta_s, self._clock()
-        await on_update(QueueUpdate(ticket.ticket_id, ticket.position, ticket.eta_s, len(self.queue)))
+        ticket.told_position, ticket.told_estimated_wait_s, ticket.told_at = ticket.position, ticket.estimated_wait_s, self._clock()
+        await on_update(QueueUpdate(ticket.ticket_id, ticket.position, ticket.estimated_wait_s, len(self.queue)))
 
     def _abandon(self, ticket: Ticket) -> None:
         """The waiter is gone (timeout, cancel, client left): free its place, or its fresh worker."""
@@ -297,7 +306,7 @@ class Dispatcher:
                     break
                 self.queue.remove(ticket.ticket_id)
                 session = self.registry.acquire(worker, ticket.ticket_id, ticket.task_type, ticket.session_id)
-                ticket.position, ticket.eta_s = 0, 0.0
+                ticket.position, ticket.estimated_wait_s = 0, 0.0
                 ticket.future.set_result((worker, session))
         finally:
             self._dispatching = False
@@ -322,8 +331,8 @@ class Dispatcher:
         waits = self.estimator.queue_waits(self._capacity(), [t.task_type for t in tickets])
         now = self._clock()
         for position, (ticket, eta) in enumerate(zip(tickets, waits), start=1):
-            ticket.position, ticket.eta_s = position, eta
-            countdown = ticket.told_eta_s - (now - ticket.told_at)
+            ticket.position, ticket.estimated_wait_s = position, eta
+            countdown = ticket.told_estimated_wait_s - (now - ticket.told_at)
             drift = abs(eta - countdown)
             if position != ticket.told_position or drift > max(TELL_MIN_DRIFT_S, TELL_DRIFT_RATIO * eta):
                 ticket.notify()

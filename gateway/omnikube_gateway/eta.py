@@ -66,6 +66,7 @@ class Running:
 
 
 class Estimator(Protocol):
+    def configure(self, baselines: Mapping[TaskType, float], alpha: float | None = None) -> None: ...
     def record(self, task_type: TaskType, duration_s: float) -> None: ...
     def expected(self, task_type: TaskType) -> float: ...
     def remaining(self, running: Running) -> float: ...
@@ -87,6 +88,12 @@ class SeedEstimator:
         self.alpha = alpha
         self.min_samples = min_samples
         self.stats: dict[TaskType, _TypeStats] = {t: _TypeStats() for t in TaskType}
+
+    def configure(self, baselines: Mapping[TaskType, float], alpha: float | None = None) -> None:
+        """New baselines (and EMA weight) from `PUT /api/config/eta`; the only way they change."""
+        self.baselines.update(baselines)
+        if alpha is not None:
+            self.alpha = alpha
 
     def record(self, task_type: TaskType, duration_s: float) -> None:
         if not duration_s > 0 or not math.isfinite(duration_s):

@@ -5,7 +5,9 @@ Wire-compatible with the original (same body, the worker's JSON plus `queue_wait
 turning into 200; an unparseable body is 400, not 500; a full queue is 503 with `Retry-After`;
 a client that leaves while queued frees its place at once (not within 2 s); a worker that refuses
 the connection (refused, or no connection within 3 s) is taken out of rotation and the request is
-retried once on another worker. A kept-alive connection that the worker closed just as it was
+retried on another worker (the engine's `ATTEMPTS`); a worker that answers 429 because another
+session holds it (another gateway replica's) is marked busy and the request moves on to another
+worker or back into the queue. A kept-alive connection that the worker closed just as it was
 reused (closed before any byte of the answer) is retried once on a fresh connection before the
 worker is judged failed: a one-shot chat has no side effect to repeat. The worker is reached
 through the worker's lean `http1.Pool` (see `upstream`), not httpx: that is most of the CPU saved.
@@ -35,13 +37,13 @@ from omnikube.protocol import TaskType
 from . import http1, metrics
 from .apps import disabled_reason
 from .auth import require_api_key
-from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout
+from .client_session import ATTEMPTS, QUEUE_REFUSALS, refusal_for, wait_disconnect
+from .dispatch import Lease
 from .storage import read_limited
 
 router = APIRouter()
 
 CHAT_BODY_LIMIT = 128 * 1024 * 1024  # matches the WebSocket frame limit: base64 video fits
-CONNECT_ATTEMPTS = 2
 
 
 def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -60,7 +62,7 @@ async def chat(request: Request) -> Response:
         try:
             if not isinstance(json.loads(body), dict):
                 raise ValueError
-        except ValueError:
+        except (ValueError, RecursionError):
             metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
             return error(400, "Request body must be a JSON object")
     if request.app.state.dispatcher.can_dispatch_now():
@@ -68,7 +70,7 @@ async def chat(request: Request) -> Response:
         return await _serve(request, body, {"queued": False})
     phase = {"queued": True}
     served = asyncio.ensure_future(_serve(request, body, phase))
-    gone = asyncio.ensure_future(_disconnected(request))
+    gone = asyncio.ensure_future(wait_disconnect(request))
     try:
         done, _ = await asyncio.wait({served, gone}, return_when=asyncio.FIRST_COMPLETED)
         if served in done:
@@ -103,16 +105,9 @@ class ChatFastPath:
         await response(scope, receive, send)
 
 
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
 async def _serve(request: Request, body: bytes, phase: dict) -> Response:
     state = request.app.state
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+    for _ in range(ATTEMPTS):
         try:
             async with state.dispatcher.lease(TaskType.chat) as lease:
                 phase["queued"] = False
@@ -120,17 +115,16 @@ async def _serve(request: Request, body: bytes, phase: dict) -> Response:
                 if response is not None:
                     return response
                 phase["queued"] = True
-        except QueueFull as exc:
-            return error(503, str(exc), {"Retry-After": str(int(exc.retry_after))})
-        except QueueTimeout as exc:
-            return error(503, str(exc), {"Retry-After": "5"})
-        except QueueCancelled:
-            return error(503, "Request cancelled")
-    return error(502, "No worker could be reached (each one tried was taken out of rotation)")
+        except QUEUE_REFUSALS as exc:
+            refusal = refusal_for(exc)
+            retry = {"Retry-After": str(int(refusal.retry_after_s))} if refusal.retry_after_s else None
+            return error(503, refusal.message, retry)
+    return error(502, "No worker could be reached (each one tried was taken out of rotation or busy)")
 
 
 async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
-    """The worker's answer, or None when the connection failed before the request was sent."""
+    """The worker's answer, or None when the connection failed before the request was sent or the
+    worker was taken (the request is then tried elsewhere)."""
     pool = state.worker_clients.pool(lease.worker_id, lease.http_url)
     try:
         upstream = await pool.request("POST", "/chat", body, timeout=state.settings.request_timeout)
@@ -146,6 +140,9 @@ async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
     except http1.UpstreamError as exc:
         lease.fail(str(exc))
         return error(502, f"Worker {lease.worker_id} failed: {exc}")
+    if upstream.status == 429:
+        lease.refused(f"POST /chat answered 429: {upstream.body[:120]!r}")
+        return None
     content = upstream.body.rstrip()
     if not (content.startswith(b"{") and content.endswith(b"}")):
         lease.worker_error()
