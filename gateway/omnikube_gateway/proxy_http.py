@@ -13,11 +13,9 @@ through the worker's lean `http1.Pool` (see `upstream`), not httpx: that is most
 The worker's answer is not parsed: the two fields are spliced into the JSON object's bytes, so a
 response carrying megabytes of base64 audio costs no JSON work on the event loop.
 
-`ChatFastPath` (installed by the app as a middleware) serves exactly `POST /api/chat` before
-FastAPI's exception middleware, router and dependency solving, which cost a quarter of the
-gateway's CPU per chat. It runs the same auth check and handler and answers an `HTTPException` with
-FastAPI's own handler, so statuses and error bodies are those of the route below, which stays
-registered for the OpenAPI schema and for every other method or spelling of the path.
+On the gateway's own server, `http_server.ChatProtocol` calls `chat` (and its auth dependency)
+directly from the HTTP protocol, without the ASGI stack; the route below serves every other way in
+(an ASGI test client, a pipelined request) and stays registered for the OpenAPI schema.
 """
 
 from __future__ import annotations
@@ -26,9 +24,7 @@ import asyncio
 import json
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from omnikube.protocol import TaskType
 
@@ -82,25 +78,6 @@ async def chat(request: Request) -> Response:
         return await served
     finally:
         gone.cancel()
-
-
-class ChatFastPath:
-    """ASGI middleware: `POST /api/chat` straight to `chat`, everything else on to the app."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/api/chat" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        try:
-            await require_api_key(request)
-            response = await chat(request)
-        except HTTPException as exc:
-            response = await http_exception_handler(request, exc)
-        await response(scope, receive, send)
 
 
 async def _disconnected(request: Request) -> None:
