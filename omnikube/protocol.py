@@ -213,6 +213,10 @@ class WorkerHealthResponse(_Wire):
     backend: str
     simulated: bool
     worker_index: int = 0
+    # Measured over this worker's chats (worker/pace.py): a chat takes about
+    # generation_overhead_ms + ms_per_token * generated tokens. None before its first chat.
+    generation_overhead_ms: float | None = None
+    ms_per_token: float | None = None
 
 
 # ---- full duplex (WS /ws/duplex) ----------------------------------------------------------------
