@@ -26,11 +26,12 @@ import json
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from omnikube.protocol import TaskType
+from omnikube.protocol import GenerationConfig, TaskType
 
 from . import http1, metrics
 from .apps import disabled_reason
 from .auth import require_api_key
+from .budget import PARSE_LIMIT, requested_tokens
 from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout
 from .storage import read_limited
 
@@ -52,18 +53,21 @@ async def chat(request: Request) -> Response:
     if not body.lstrip().startswith(b"{"):
         metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
         return error(400, "Request body must be a JSON object")
-    if len(body) < 65536:  # large bodies are the worker's to validate; parsing them here would block
+    tokens = None
+    if len(body) < PARSE_LIMIT:  # large bodies are the worker's to validate; parsing them here would block
         try:
-            if not isinstance(json.loads(body), dict):
+            parsed = json.loads(body)
+            if not isinstance(parsed, dict):
                 raise ValueError
         except ValueError:
             metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
             return error(400, "Request body must be a JSON object")
+        tokens = requested_tokens(parsed, GenerationConfig)
     if request.app.state.dispatcher.can_dispatch_now():
         # The common case needs no watch for a client leaving while queued: it will not queue.
-        return await _serve(request, body, {"queued": False})
+        return await _serve(request, body, {"queued": False}, tokens)
     phase = {"queued": True}
-    served = asyncio.ensure_future(_serve(request, body, phase))
+    served = asyncio.ensure_future(_serve(request, body, phase, tokens))
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         done, _ = await asyncio.wait({served, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -87,11 +91,11 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def _serve(request: Request, body: bytes, phase: dict) -> Response:
+async def _serve(request: Request, body: bytes, phase: dict, tokens: int | None) -> Response:
     state = request.app.state
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
-            async with state.dispatcher.lease(TaskType.chat) as lease:
+            async with state.dispatcher.lease(TaskType.chat, max_new_tokens=tokens) as lease:
                 phase["queued"] = False
                 response = await _call_worker(state, lease, body)
                 if response is not None:

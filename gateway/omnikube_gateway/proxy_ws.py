@@ -42,11 +42,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from omnikube.protocol import AUDIO_DUPLEX_PREFIX, WS_MAX_MESSAGE_BYTES, TaskType
+from omnikube.protocol import AUDIO_DUPLEX_PREFIX, WS_MAX_MESSAGE_BYTES, TaskType, WsChatGeneration
 
 from . import metrics
 from .apps import disabled_reason
 from .auth import authorize_websocket
+from .budget import frame_tokens
 from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
 from .storage import sanitize_id
 
@@ -277,10 +278,12 @@ async def _session(ws: WebSocket, route: Route, inbox: Inbox, session_id: str | 
                                 "queue_length": update.queue_length})
 
     told = {"queued": False}
+    tokens = frame_tokens(first, WsChatGeneration) if isinstance(first, (str, bytes)) else None  # for the ETA
     refusal = None
     for attempt in range(1, CONNECT_ATTEMPTS + 1):
         try:
-            async with dispatcher.lease(route.task_type, on_update=on_update, session_id=session_id) as lease:
+            async with dispatcher.lease(route.task_type, on_update=on_update, session_id=session_id,
+                                        max_new_tokens=tokens) as lease:
                 upstream = await _connect(lease, route)
                 if upstream is None:
                     continue  # lease.fail() was called: the next attempt gets another worker

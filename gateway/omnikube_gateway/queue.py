@@ -34,6 +34,7 @@ class Ticket:
     eta_s: float = 0.0
     initial_eta_s: float = 0.0
     cancelled: bool = False
+    max_new_tokens: int | None = None
     # What the client was last told, to decide whether a new estimate is worth a message.
     told_position: int = 0
     told_eta_s: float = 0.0
