@@ -392,8 +392,10 @@ def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trac
             by_type.append([task_type.value] + cells)
     ours = percentile([p.error for p in results["ours (replayed)"]], 50)
     seed = percentile([p.error for p in results["seed rule (replayed)"]], 50)
+    p90 = {name: percentile([p.error for p in results[name]], 90) for name in ("ours (replayed)", "seed rule (replayed)")}
     target = Target(TARGETS[0], ours <= seed / 2 if ours == ours and seed == seed else None,
-                    f"ours {fmt_pct(ours)} vs seed {fmt_pct(seed)} (ratio {fmt(ours / seed if seed else float('nan'), 2)})")
+                    f"ours {fmt_pct(ours)} vs seed {fmt_pct(seed)} (ratio {fmt(ours / seed if seed else float('nan'), 2)}); "
+                    f"p90 {fmt_pct(p90['ours (replayed)'])} vs {fmt_pct(p90['seed rule (replayed)'])}")
     failed = [o for o in outcomes if o.error]
     waits = [(o.started - o.arrived) * compression for o in outcomes if o.error is None]
     method = " ".join(__doc__.split("\n", 1)[1].split())
