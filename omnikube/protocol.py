@@ -240,6 +240,10 @@ class WorkerHealthResponse(_Wire):
     backend: str
     simulated: bool
     worker_index: int = 0
+    # Measured over this worker's chats (worker/pace.py): a chat takes about
+    # generation_overhead_ms + ms_per_token * generated tokens. None before its first chat.
+    generation_overhead_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
+    ms_per_token: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 # ---- full duplex (WS /ws/duplex) ----------------------------------------------------------------

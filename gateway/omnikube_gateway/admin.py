@@ -21,8 +21,7 @@ from omnikube.protocol import TaskType, WorkerStatus
 
 from .auth import require_admin, require_api_key
 from .dispatch import Dispatcher
-from .eta import Running
-from .registry import WIRE_LABEL, Session, Worker
+from .registry import WIRE_LABEL, Worker
 from .storage import atomic_write_json, read_limited
 
 router = APIRouter()
@@ -68,13 +67,9 @@ def running_tasks(dispatcher: Dispatcher) -> list[dict]:
             "request_type": WIRE_LABEL[session.task_type],
             "started_at": _iso(session.started_at),
             "elapsed_s": round(elapsed, 1),
-            "estimated_remaining_s": round(dispatcher.estimator.remaining(_running(session, now)), 1),
+            "estimated_remaining_s": round(dispatcher.estimated_remaining(worker, session), 1),
         })
     return tasks
-
-
-def _running(session: Session, now: float) -> Running:
-    return Running(session.task_type, session.active_seconds(now))
 
 
 @router.get("/status", dependencies=public)

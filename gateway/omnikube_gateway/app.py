@@ -88,7 +88,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await clients.aclose()
 
     app = FastAPI(title="Omnikube Gateway", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(proxy_http.ChatFastPath)  # the hot path skips FastAPI's routing
     app.state.settings = settings
     app.state.sessions = SessionTracker()
     for module in (admin, proxy_http, proxy_ws, apps, recordings, ref_audio, presets):

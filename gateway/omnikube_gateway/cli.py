@@ -101,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omnikube-gateway: {exc}", file=sys.stderr)
         return 2
     from .app import create_app  # after argument errors, so --help stays fast
+    from .http_server import protocol_for
 
     scheme = "https" if settings.https else "http"
     log.info("gateway on %s://%s:%d", scheme, settings.host, settings.port)
     app = create_app(settings)
     GatewayServer(uvicorn.Config(
-        app, host=settings.host, port=settings.port, ssl_certfile=ssl_files[0], ssl_keyfile=ssl_files[1],
+        app, http=protocol_for(app), host=settings.host, port=settings.port, ssl_certfile=ssl_files[0], ssl_keyfile=ssl_files[1],
         ws_max_size=WS_MAX_MESSAGE_BYTES, ws_per_message_deflate=False, log_level=args.log_level, access_log=False,
     ), app.state.sessions).run()
     return 0

@@ -183,14 +183,17 @@ async def worker_session(
     session_id: str | None = None,
     opening: Opening | None = None,
     on_assigned: Callable[[Lease], None] | None = None,
+    max_new_tokens: int | None = None,
 ) -> AsyncIterator[tuple[Lease, ClientConnection, list[str | bytes]]]:
     """Lease a worker and open `path` on it, with the one connection policy. Yields the lease, the
     worker's socket and what `opening` (the protocol's first exchange, which may raise
-    `WorkerRefused`) returned. Raises `Refused` when no worker could be had."""
+    `WorkerRefused`) returned. Raises `Refused` when no worker could be had. `max_new_tokens`, when
+    the request said it, is the chat's token budget for the ETA (budget.py)."""
     last_refusal = None
     for _ in range(ATTEMPTS):
         try:
-            async with dispatcher.lease(task_type, on_update=on_update, session_id=session_id) as lease:
+            async with dispatcher.lease(task_type, on_update=on_update, session_id=session_id,
+                                        max_new_tokens=max_new_tokens) as lease:
                 if on_assigned is not None:
                     on_assigned(lease)
                 upstream = None

@@ -27,10 +27,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from omnikube.protocol import Refusal, RefusalReason, TaskType, loads_object
+from omnikube.protocol import Refusal, RefusalReason, TaskType, WsChatGeneration, loads_object
 
 from . import metrics
 from .auth import require_api_key
+from .budget import requested_tokens
 from .client_session import Refused, send_request, wait_disconnect, worker_session
 from .dispatch import QueueUpdate
 from .openai_audio import b64decode_strict, b64encode, float32_to_pcm16, float32_to_wav
@@ -127,6 +128,11 @@ class CompletionJob:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
 
+    @property
+    def token_budget(self) -> int | None:
+        """The request's `max_new_tokens`, for the ETA (budget.py)."""
+        return requested_tokens(self.frame, WsChatGeneration)
+
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="chat-completion")
 
@@ -141,7 +147,7 @@ class CompletionJob:
     async def _run(self) -> None:
         try:
             async with worker_session(self.dispatcher, self.task_type, "/ws/chat", on_update=self._queued,
-                                      opening=self._request) as (lease, worker, first):
+                                      opening=self._request, max_new_tokens=self.token_budget) as (lease, worker, first):
                 self.events.put_nowait(Event("assigned"))
                 try:
                     await asyncio.wait_for(self._talk(worker, first), self.timeout_s)

@@ -15,28 +15,24 @@ through the worker's lean `http1.Pool` (see `upstream`), not httpx: that is most
 The worker's answer is not parsed: the two fields are spliced into the JSON object's bytes, so a
 response carrying megabytes of base64 audio costs no JSON work on the event loop.
 
-`ChatFastPath` (installed by the app as a middleware) serves exactly `POST /api/chat` before
-FastAPI's exception middleware, router and dependency solving, which cost a quarter of the
-gateway's CPU per chat. It runs the same auth check and handler and answers an `HTTPException` with
-FastAPI's own handler, so statuses and error bodies are those of the route below, which stays
-registered for the OpenAPI schema and for every other method or spelling of the path.
+On the gateway's own server, `http_server.ChatProtocol` calls `chat` (and its auth dependency)
+directly from the HTTP protocol, without the ASGI stack; the route below serves every other way in
+(an ASGI test client, a pipelined request) and stays registered for the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from omnikube.protocol import TaskType
+from omnikube.protocol import GenerationConfig, NotAJsonObject, TaskType, loads_object
 
 from . import http1, metrics
 from .apps import disabled_reason
 from .auth import require_api_key
+from .budget import PARSE_LIMIT, requested_tokens
 from .client_session import ATTEMPTS, QUEUE_REFUSALS, refusal_for, wait_disconnect
 from .dispatch import Lease
 from .storage import read_limited
@@ -58,18 +54,19 @@ async def chat(request: Request) -> Response:
     if not body.lstrip().startswith(b"{"):
         metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
         return error(400, "Request body must be a JSON object")
-    if len(body) < 65536:  # large bodies are the worker's to validate; parsing them here would block
+    tokens = None
+    if len(body) < PARSE_LIMIT:  # large bodies are the worker's to validate; parsing them here would block
         try:
-            if not isinstance(json.loads(body), dict):
-                raise ValueError
-        except (ValueError, RecursionError):
+            parsed = loads_object(body)
+        except NotAJsonObject:
             metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
             return error(400, "Request body must be a JSON object")
+        tokens = requested_tokens(parsed, GenerationConfig)
     if request.app.state.dispatcher.can_dispatch_now():
         # The common case needs no watch for a client leaving while queued: it will not queue.
-        return await _serve(request, body, {"queued": False})
+        return await _serve(request, body, {"queued": False}, tokens)
     phase = {"queued": True}
-    served = asyncio.ensure_future(_serve(request, body, phase))
+    served = asyncio.ensure_future(_serve(request, body, phase, tokens))
     gone = asyncio.ensure_future(wait_disconnect(request))
     try:
         done, _ = await asyncio.wait({served, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -86,30 +83,11 @@ async def chat(request: Request) -> Response:
         gone.cancel()
 
 
-class ChatFastPath:
-    """ASGI middleware: `POST /api/chat` straight to `chat`, everything else on to the app."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/api/chat" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        try:
-            await require_api_key(request)
-            response = await chat(request)
-        except HTTPException as exc:
-            response = await http_exception_handler(request, exc)
-        await response(scope, receive, send)
-
-
-async def _serve(request: Request, body: bytes, phase: dict) -> Response:
+async def _serve(request: Request, body: bytes, phase: dict, tokens: int | None) -> Response:
     state = request.app.state
     for _ in range(ATTEMPTS):
         try:
-            async with state.dispatcher.lease(TaskType.chat) as lease:
+            async with state.dispatcher.lease(TaskType.chat, max_new_tokens=tokens) as lease:
                 phase["queued"] = False
                 response = await _call_worker(state, lease, body)
                 if response is not None:

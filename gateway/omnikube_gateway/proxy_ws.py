@@ -35,11 +35,12 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 
-from omnikube.protocol import AUDIO_DUPLEX_PREFIX, NotAJsonObject, RefusalReason, TaskType, loads_object
+from omnikube.protocol import AUDIO_DUPLEX_PREFIX, NotAJsonObject, RefusalReason, TaskType, WsChatGeneration, loads_object
 
 from . import metrics
 from .apps import disabled_reason
 from .auth import authorize_websocket
+from .budget import frame_tokens
 from .client_session import (CLOSED, STOPPING_MESSAGE, ClientSession, Drop, Inspect, Refused, close, queue_frame, relay,
                              send_error, send_request, worker_session)
 from .dispatch import Lease, QueueUpdate
@@ -177,9 +178,10 @@ async def _session(session: ClientSession, route: Route, session_id: str | None)
             told["queued"] = True
 
     opening = functools.partial(_send_first, first[0]) if first else None
+    tokens = frame_tokens(first[0], WsChatGeneration) if first else None  # for the ETA
     try:
         async with worker_session(ws.app.state.dispatcher, route.task_type, route.worker_path, on_update=on_update,
-                                  session_id=session_id, opening=opening) as (lease, upstream, answers):
+                                  session_id=session_id, opening=opening, max_new_tokens=tokens) as (lease, upstream, answers):
             if route.queue_frames:
                 await ws.send_json({"type": "queue_done"})
             await relay(session, upstream, lease, inspect=route.inspect, first=answers,

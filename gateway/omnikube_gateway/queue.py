@@ -34,6 +34,7 @@ class Ticket:
     estimated_wait_s: float = 0.0
     entry_estimated_wait_s: float = 0.0  # what the client was told on entering the queue
     cancelled: bool = False
+    max_new_tokens: int | None = None
     # What the client was last told, to decide whether a new estimate is worth a message.
     told_position: int = 0
     told_estimated_wait_s: float = 0.0

@@ -60,6 +60,7 @@ class Session:
     started: float  # monotonic
     paused_since: float | None = None
     paused_total: float = 0.0
+    max_new_tokens: int | None = None  # a chat's token budget, when the request said (or implied) it
 
     def active_seconds(self, now: float) -> float:
         paused = self.paused_total + (now - self.paused_since if self.paused_since is not None else 0.0)
@@ -81,6 +82,8 @@ class Worker:
     current_session_id: str | None = None
     total_requests: int = 0
     avg_inference_time_ms: float = 0.0
+    generation_overhead_ms: float | None = None  # the worker's own measure of its chats (its /health)
+    ms_per_token: float | None = None
     last_heartbeat: datetime | None = None
     last_error: str | None = None
     refused_at: float | None = None  # when it last refused a session of ours as taken
@@ -205,6 +208,8 @@ class WorkerRegistry:
         worker.last_heartbeat = datetime.now()
         worker.total_requests = health.total_requests
         worker.avg_inference_time_ms = health.avg_inference_time_ms
+        worker.generation_overhead_ms = health.generation_overhead_ms
+        worker.ms_per_token = health.ms_per_token
         worker.current_session_id = health.current_session_id
         worker.healthy = reported is not WorkerStatus.error
         worker.last_error = None
@@ -231,9 +236,11 @@ class WorkerRegistry:
             self.on_change()
 
     # -- dispatcher ----------------------------------------------------------------------------
-    def acquire(self, worker: Worker, ticket_id: str, task_type: TaskType, session_id: str | None) -> Session:
+    def acquire(self, worker: Worker, ticket_id: str, task_type: TaskType, session_id: str | None,
+                max_new_tokens: int | None = None) -> Session:
         assert worker.available, f"{worker.worker_id} is not available"
-        worker.session = Session(ticket_id, task_type, session_id, datetime.now(), self._clock())
+        worker.session = Session(ticket_id, task_type, session_id, datetime.now(), self._clock(),
+                                 max_new_tokens=max_new_tokens)
         worker.last_session_id = session_id
         return worker.session
 
@@ -254,3 +261,4 @@ class WorkerRegistry:
         elif not paused and session.paused_since is not None:
             session.paused_total += now - session.paused_since
             session.paused_since = None
+

@@ -237,3 +237,17 @@ async def test_a_lagging_busy_probe_sent_before_release_does_not_hide_a_free_wor
         clock.now += 1.0
     registry.apply_probe("worker_0", sent_at, health_report("busy_chat"))
     assert registry.get("worker_0").available
+
+
+async def test_a_chat_s_budget_is_its_max_new_tokens_at_the_pace_its_worker_reports():
+    dispatcher, registry, clock = make(2)
+    registry.apply_probe("worker_0", clock(), health_report("idle", generation_overhead_ms=500.0, ms_per_token=100.0))
+    registry.apply_probe("worker_1", clock(), health_report("idle", generation_overhead_ms=300.0, ms_per_token=50.0))
+    async with dispatcher.lease(TaskType.chat, max_new_tokens=20) as lease:
+        assert lease.worker_id == "worker_0"
+        running = dispatcher._capacity()
+        assert running[0] == Running(TaskType.chat, 0.0, budget_s=2.5) and running[1] is None
+        # A queued ticket's worker is not known yet: the mean pace of the workers that report one.
+        assert dispatcher._budget(10) == pytest.approx((400.0 + 10 * 75.0) / 1000)
+    async with dispatcher.lease(TaskType.omni_duplex):
+        assert dispatcher._capacity()[0] == Running(TaskType.omni_duplex, 0.0)  # no tokens asked: no budget

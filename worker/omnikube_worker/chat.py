@@ -90,6 +90,7 @@ async def _infer(ctx: WorkerContext, chat_request: ChatRequest, turns: list[Turn
         return _failure(ctx, 500, f"{exc.__class__.__name__}: {exc}")
     duration_ms = (time.monotonic() - started) * 1000.0
     ctx.state.record_chat(duration_ms)
+    ctx.state.pace.add(duration_ms, result.generated_tokens)
     metrics.SESSIONS.labels("chat", "completed").inc()
     metrics.TIME_TO_FIRST_TOKEN.labels("chat").observe(duration_ms / 1000.0)
     metrics.TOKENS.labels("chat").inc(result.generated_tokens)
@@ -257,6 +258,7 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             return "error"
         if stop.is_set():
             return "client_left"
+        ctx.state.pace.add(reply.elapsed_ms, reply.tokens)
         done: dict[str, object] = {"type": "done", "text": reply.text, "generated_tokens": reply.tokens,
                                    "input_tokens": input_tokens, **ctx.info()}
         if not request.streaming:

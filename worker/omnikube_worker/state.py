@@ -23,6 +23,7 @@ from typing import Awaitable, Callable
 from omnikube.protocol import WorkerStatus
 
 from . import metrics
+from .pace import GenerationPace
 
 log = logging.getLogger("omnikube.worker")
 
@@ -82,6 +83,7 @@ class WorkerState:
         self.current_session_id: str | None = None
         self.total_requests = 0
         self._inference_ms_total = 0.0
+        self.pace = GenerationPace()
         self.busy_grace_s = busy_grace_s
         self._lease: Lease | None = None
         self._handed_over = False  # freed and promised to the waiter at the head, which has not run yet
