@@ -6,6 +6,7 @@ pytest_plugins = [
     "tests.fixtures.gateway",
     "tests.fixtures.omnideployment",
     "tests.fixtures.worker_app",
+    "tests.fixtures.speech",
     "tests.fixtures.browser",
     "tests.fixtures.packaging",
 ]

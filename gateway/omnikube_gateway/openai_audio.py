@@ -1,8 +1,8 @@
-"""Audio conversions for the client APIs, on top of the gateway's numpy-only `wav` module.
+"""Audio conversions for the client APIs, on top of the shared decoder (`omnikube.audio`).
 
 The worker speaks raw little-endian float32 mono PCM: 16 kHz in, 24 kHz out. Client APIs speak
-files and 16-bit PCM: OpenAI's `input_audio` is a WAV file, its audio output is a WAV file or raw
-24 kHz pcm16, and Realtime reference voices may arrive as WAV. Everything here is CPU work on
+files and 16-bit PCM: OpenAI's `input_audio` is a WAV or MP3 file, its audio output is a WAV file
+or raw 24 kHz pcm16, and Realtime reference voices may arrive as audio files. Everything here is CPU work on
 bytes; callers on the event loop run the larger conversions through `asyncio.to_thread`.
 """
 
@@ -13,6 +13,7 @@ import binascii
 
 import numpy as np
 
+from omnikube.audio import AudioDecodeError, decode_audio, looks_like_audio_file
 from omnikube.protocol import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
 
 from . import wav
@@ -33,19 +34,18 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def is_wav(data: bytes) -> bool:
-    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+def is_audio_file(data: bytes) -> bool:
+    return looks_like_audio_file(data)
 
 
-def wav_to_float32(data: bytes, target_rate: int = INPUT_SAMPLE_RATE) -> bytes:
-    """A WAV file (any rate, mono or stereo, integer or float PCM) as raw float32 mono PCM."""
+def wav_to_float32(data: bytes, target_rate: int = INPUT_SAMPLE_RATE, what: str = "audio") -> bytes:
+    """An audio file (WAV, MP3, FLAC, OGG, M4A, ...; any rate and channels) as raw float32 mono PCM.
+
+    Blocking (FFmpeg decodes it): callers on the event loop run it in a thread."""
     try:
-        samples, rate = wav.decode(data)
-    except wav.WavError as exc:
+        return decode_audio(data, rate=target_rate, what=what).astype("<f4").tobytes()
+    except AudioDecodeError as exc:
         raise AudioFormatError(str(exc)) from None
-    if samples.size == 0:
-        raise AudioFormatError("the WAV file holds no samples")
-    return wav.resample(samples, rate, target_rate).astype("<f4").tobytes()
 
 
 def _samples(float32: bytes) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 What the worker accepts and what OpenAI clients send differ in three places, handled here:
 - content parts: `text`; `image_url` with a `data:` URL (pods have no internet, so remote URLs are
-  refused with a clear error); `input_audio` WAV, converted to raw float32 16 kHz mono PCM;
+  refused with a clear error); `input_audio` WAV or MP3, decoded to raw float32 16 kHz mono PCM;
 - roles: `developer` is a system message; tool and function messages are refused;
 - sampling: `max_completion_tokens` / `max_tokens`, `temperature`, `top_p`, `seed` are passed in
   the worker's `generation` block; `stop` is applied by the gateway on the text it relays.
@@ -24,6 +24,7 @@ from .openai_errors import invalid_request
 DEFAULT_MAX_TOKENS = 512
 MAX_TOKENS_LIMIT = 4096
 AUDIO_FORMATS = ("wav", "pcm16")
+INPUT_AUDIO_FORMATS = ("wav", "mp3")  # OpenAI's own list; any file FFmpeg decodes is accepted
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)$", re.DOTALL)
 
 
@@ -136,10 +137,10 @@ def _image_item(part: dict[str, Any], where: str) -> dict[str, Any]:
 def _audio_item(part: dict[str, Any], where: str) -> dict[str, Any]:
     audio = part.get("input_audio")
     if not isinstance(audio, dict) or not isinstance(audio.get("data"), str) or not audio["data"]:
-        raise invalid_request("input_audio parts need input_audio.data (base64 WAV).", param=f"{where}.input_audio.data")
+        raise invalid_request("input_audio parts need input_audio.data (base64 WAV or MP3).", param=f"{where}.input_audio.data")
     audio_format = audio.get("format", "wav")
-    if audio_format != "wav":
-        raise invalid_request(f"Unsupported input_audio format {audio_format!r}; send a WAV file.",
+    if audio_format not in INPUT_AUDIO_FORMATS:
+        raise invalid_request(f"Unsupported input_audio format {audio_format!r}; send a WAV or MP3 file.",
                               param=f"{where}.input_audio.format")
     try:
         pcm = wav_to_float32(b64decode_strict(audio["data"], "input_audio.data"))

@@ -17,9 +17,9 @@ from typing import Any
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Request
 
+from omnikube.audio import AudioDecodeError, decode_audio
 from omnikube.protocol import INPUT_SAMPLE_RATE
 
-from . import wav
 from .auth import require_api_key
 
 log = logging.getLogger(__name__)
@@ -30,19 +30,17 @@ PRESETS_DIR = Path("assets/presets")
 
 def _audio_ref(path: str) -> dict[str, Any]:
     try:
-        samples, rate = wav.decode(Path(path).read_bytes())
-        duration = round(samples.size / rate, 1)
-    except (OSError, wav.WavError):
+        duration = round(decode_audio(Path(path).read_bytes(), rate=INPUT_SAMPLE_RATE).size / INPUT_SAMPLE_RATE, 1)
+    except (OSError, AudioDecodeError):
         duration = 0
     return {"data": None, "path": path, "name": Path(path).name, "duration": duration}
 
 
 def _audio_data(path: str) -> dict[str, Any]:
     try:
-        samples, rate = wav.decode(Path(path).read_bytes())
-    except (OSError, wav.WavError):
+        samples = decode_audio(Path(path).read_bytes(), rate=INPUT_SAMPLE_RATE)
+    except (OSError, AudioDecodeError):
         return {"data": None, "name": Path(path).name, "duration": 0}
-    samples = wav.resample(samples, rate, INPUT_SAMPLE_RATE)
     return {"data": base64.b64encode(samples.astype("<f4").tobytes()).decode(), "name": Path(path).name,
             "duration": round(samples.size / INPUT_SAMPLE_RATE, 1)}
 

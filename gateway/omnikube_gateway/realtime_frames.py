@@ -21,7 +21,7 @@ from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .openai_audio import AudioFormatError, b64decode_strict, b64encode, is_wav, wav_to_float32
+from .openai_audio import AudioFormatError, b64decode_strict, b64encode, is_audio_file, wav_to_float32
 
 DEFAULT_INSTRUCTIONS = "You are a helpful assistant."
 MAX_VIDEO_FRAMES = 4
@@ -137,13 +137,17 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _reference_audio(value: str | None, what: str) -> str | None:
-    """Reference voices are raw float32 16 kHz PCM; a WAV file (as the docs promise) is converted."""
+    """Reference voices are raw float32 16 kHz PCM; an audio file (WAV, MP3, ...) is converted."""
     if not value:
         return None
     try:
         raw = b64decode_strict(value, what)
-        if is_wav(raw):
-            return b64encode(wav_to_float32(raw))
+        if is_audio_file(raw):
+            try:
+                return b64encode(wav_to_float32(raw, what=what))
+            except AudioFormatError:
+                if len(raw) % 4 or raw[:1] != b"\xff":
+                    raise  # else raw float32 PCM whose first bytes look like an MPEG sync word
     except AudioFormatError as exc:
         raise BadFrame("invalid_payload", str(exc)) from None
     if len(raw) % 4:

@@ -1,9 +1,10 @@
 """Reference voices: the configured default voice and the registry of uploaded ones (data.md §4).
 
 Layout (the guide's): `<data_dir>/ref_audio/registry.json` (a JSON array of entries) and
-`<data_dir>/ref_audio/<uuid>.wav` (16 kHz mono PCM16). Unlike the original, the registry follows
-`service.data_dir`, uploads are bounded (body size, duration) and must be real WAV files with a
-sensible sample rate, names are cleaned, every write is atomic, and the index is changed under a
+`<data_dir>/ref_audio/<uuid>.wav` (16 kHz mono PCM16). Uploads may be any audio file FFmpeg decodes
+(WAV, MP3, FLAC, OGG/Opus, M4A/AAC, ...: `omnikube.audio`), stored resampled to 16 kHz mono. Unlike
+the original, the registry follows `service.data_dir`, uploads are bounded (body size, duration)
+and refused with a 400 and the reason when they are not audio, names are cleaned, every write is atomic, and the index is changed under a
 file lock (read-modify-write), so concurrent uploads from one or several gateway replicas never
 lose an entry. All decoding and file work runs off the event loop.
 
@@ -30,6 +31,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
 
+from omnikube.audio import AudioDecodeError, decode_audio
 from omnikube.protocol import INPUT_SAMPLE_RATE
 
 from . import wav
@@ -39,7 +41,6 @@ from .storage import atomic_write_bytes, atomic_write_json, read_limited
 router = APIRouter()
 
 UPLOAD_BODY_LIMIT = 16 * 1024 * 1024
-MIN_RATE, MAX_RATE = 8000, 48000
 MIN_DURATION_S, MAX_DURATION_S = 0.5, 60.0
 MAX_NAME = 100
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -65,15 +66,15 @@ def decode_upload(audio_base64: str) -> tuple[np.ndarray, int]:
     except (binascii.Error, ValueError):
         raise HTTPException(400, "audio_base64 is not valid base64")
     try:
-        samples, rate = wav.decode(data)
-    except wav.WavError as exc:
-        raise HTTPException(400, f"Not a usable WAV file: {exc}")
-    if not MIN_RATE <= rate <= MAX_RATE:
-        raise HTTPException(400, f"Unsupported sample rate {rate} Hz (allowed {MIN_RATE}-{MAX_RATE} Hz)")
-    duration = samples.size / rate
-    if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        samples = decode_audio(data, rate=INPUT_SAMPLE_RATE, max_seconds=MAX_DURATION_S, max_bytes=UPLOAD_BODY_LIMIT,
+                               what="reference audio")
+    except AudioDecodeError as exc:
+        raise HTTPException(400, f"Not a usable audio file: {exc} (reference audio must last "
+                                 f"{MIN_DURATION_S:g}-{MAX_DURATION_S:g} s)")
+    duration = samples.size / INPUT_SAMPLE_RATE
+    if duration < MIN_DURATION_S:
         raise HTTPException(400, f"Reference audio must last {MIN_DURATION_S:g}-{MAX_DURATION_S:g} s (got {duration:.2f} s)")
-    return wav.resample(samples, rate, INPUT_SAMPLE_RATE), INPUT_SAMPLE_RATE
+    return samples, INPUT_SAMPLE_RATE
 
 
 class RefAudioRegistry:
@@ -130,12 +131,12 @@ class RefAudioRegistry:
             return None
 
         def read() -> str:
-            samples, _ = wav.decode((self.root / f"{ref_id}.wav").read_bytes())
+            samples = decode_audio((self.root / f"{ref_id}.wav").read_bytes(), rate=INPUT_SAMPLE_RATE)
             return base64.b64encode(samples.astype("<f4").tobytes()).decode()
 
         try:
             return await asyncio.to_thread(read)
-        except (OSError, wav.WavError):
+        except (OSError, AudioDecodeError):
             return None
 
     @contextmanager
@@ -203,10 +204,9 @@ async def default_ref_audio(request: Request) -> dict:
         if not file.is_file():
             raise HTTPException(404, f"Default ref audio not found: {path}")
         try:
-            samples, rate = wav.decode(file.read_bytes())
-        except wav.WavError as exc:
+            samples = decode_audio(file.read_bytes(), rate=INPUT_SAMPLE_RATE, max_seconds=MAX_DURATION_S)
+        except AudioDecodeError as exc:
             raise HTTPException(500, f"Failed to load ref audio: {exc}")
-        samples = wav.resample(samples, rate, INPUT_SAMPLE_RATE)
         return {"name": file.name, "duration": round(samples.size / INPUT_SAMPLE_RATE, 1), "sample_rate": INPUT_SAMPLE_RATE,
                 "samples": int(samples.size), "base64": base64.b64encode(samples.astype("<f4").tobytes()).decode()}
 

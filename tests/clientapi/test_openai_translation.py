@@ -8,6 +8,8 @@ import pytest
 from omnikube_gateway.openai_api import StopScanner
 from omnikube_gateway.openai_audio import float32_to_wav, wav_to_float32
 from omnikube_gateway.wav import encode_pcm16
+
+from tests.fixtures.speech import SENTENCE, speak
 from omnikube_gateway.openai_errors import OpenAIError
 from omnikube_gateway.openai_messages import parse_request, to_worker_request
 
@@ -52,8 +54,21 @@ def test_a_remote_image_url_is_refused_with_a_clear_reason():
     assert error.param == "messages[0].content[0].image_url.url"
 
 
-def test_mp3_input_audio_is_refused():
+def test_mp3_input_audio_is_decoded_to_16_khz(encoded_speech):
+    mp3 = base64.b64encode(encoded_speech("mp3")).decode()
+    frame = to_worker_request(request(messages=[
+        {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": mp3, "format": "mp3"}}]}])).frame
+    pcm = np.frombuffer(base64.b64decode(frame["messages"][0]["content"][0]["data"]), dtype="<f4")
+    assert abs(pcm.size / 16000 - speak(SENTENCE).size / 16000) < 0.1
+
+
+def test_input_audio_that_does_not_decode_is_refused_with_the_reason():
     error = refusal(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "mp3"}}]}])
+    assert error.param == "messages[0].content[0].input_audio.data" and error.code == "invalid_audio"
+
+
+def test_an_input_audio_format_openai_does_not_define_is_refused():
+    error = refusal(messages=[{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": "aiff"}}]}])
     assert error.param == "messages[0].content[0].input_audio.format"
 
 

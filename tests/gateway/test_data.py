@@ -6,13 +6,17 @@ import base64
 import io
 import json
 import struct
+import subprocess
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from omnikube_gateway import recordings, wav
+from omnikube.audio import decode_audio
+from omnikube_gateway import recordings
+
+from tests.fixtures.speech import CODECS, SENTENCE, speak
 
 
 def wav_bytes(seconds: float = 1.0, rate: int = 16000, channels: int = 1, float32: bool = False) -> bytes:
@@ -25,6 +29,9 @@ def wav_bytes(seconds: float = 1.0, rate: int = 16000, channels: int = 1, float3
     fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
     return b"RIFF" + struct.pack("<I", 4 + 8 + len(fmt) + 8 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt \
         + b"data" + struct.pack("<I", len(data)) + data
+
+
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5ErkJggg=="
 
 
 def upload(client, name: str = "My voice", data: bytes | None = None, **extra):
@@ -40,18 +47,27 @@ def test_an_uploaded_voice_is_stored_as_16k_mono_wav_and_listed(gateway_app, tmp
     listing = gateway_app.get("/api/assets/ref_audio").json()
     assert listing["total"] == 1 and listing["ref_audios"][0]["id"] == body["id"]
     stored = tmp_path / "data" / "ref_audio" / f"{body['id']}.wav"
-    samples, rate = wav.decode(stored.read_bytes())
-    assert rate == 16000 and samples.size == 32000
+    assert stored.read_bytes()[24:28] == (16000).to_bytes(4, "little")  # the WAV header's sample rate
+    assert decode_audio(stored.read_bytes()).size == 32000
     assert json.loads((tmp_path / "data" / "ref_audio" / "registry.json").read_text())[0]["filename"] == f"{body['id']}.wav"
 
 
+@pytest.mark.parametrize("codec", sorted(CODECS))
+def test_a_voice_in_any_common_format_is_stored_as_16k_wav(gateway_app, tmp_path, encoded_speech, codec):
+    response = upload(gateway_app, data=encoded_speech(codec))
+    assert response.status_code == 200, response.text
+    stored = decode_audio((tmp_path / "data" / "ref_audio" / f"{response.json()['id']}.wav").read_bytes())
+    assert abs(stored.size - speak(SENTENCE).size) / 16000 < 0.1
+
+
 @pytest.mark.parametrize("data, fragment", [
-    (b"ID3 this is an mp3", "Not a usable WAV file"),
-    (wav_bytes(1.0, rate=4000), "Unsupported sample rate 4000 Hz"),
-    (wav_bytes(61.0, rate=8000), "must last"),
+    (b"ID3 this is an mp3", "Not a usable audio file"),
+    (b"plain text, not audio at all", "not a decodable audio file"),
+    (base64.b64decode(PNG_1PX), "no audio stream"),
+    (wav_bytes(61.0, rate=8000), "longer than the limit of 60 s"),
     (wav_bytes(0.1), "must last"),
 ])
-def test_uploads_that_are_not_a_usable_wav_are_refused_with_a_reason(gateway_app, data, fragment):
+def test_uploads_that_are_not_usable_audio_are_refused_with_a_reason(gateway_app, data, fragment):
     response = upload(gateway_app, data=data)
     assert response.status_code == 400 and fragment in response.json()["detail"]
     assert gateway_app.get("/api/assets/ref_audio").json()["total"] == 0
@@ -116,6 +132,17 @@ def test_meta_recording_and_assets_are_served(gateway_app, session):
     head = gateway_app.head("/api/sessions/omni_abc/assets/user_audio/000.wav")  # what a player probes first
     assert head.status_code == 200 and head.headers["content-length"] == asset.headers["content-length"]
     assert gateway_app.get("/api/sessions/nope").json() == {"detail": "Session not found: nope"}
+
+
+def test_the_replay_video_is_served_as_mp4_with_ranges_for_the_viewer(gateway_app, session):
+    video = session / "merged_replay.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=5:duration=1",
+                    "-f", "lavfi", "-i", "sine=duration=1", "-pix_fmt", "yuv420p", "-shortest", str(video)],
+                   check=True, timeout=60)
+    whole = gateway_app.get("/api/sessions/omni_abc/assets/merged_replay.mp4")
+    assert whole.status_code == 200 and whole.headers["content-type"] == "video/mp4" and whole.content == video.read_bytes()
+    part = gateway_app.get("/api/sessions/omni_abc/assets/merged_replay.mp4", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == video.read_bytes()[:100]  # a <video> element seeks this way
 
 
 def test_ids_and_asset_paths_that_could_escape_are_refused(gateway_app, session):

@@ -4,7 +4,7 @@ The module shares one simulated worker (real timings) behind one gateway (proces
 tests/fixtures/processes.py); every test leaves the worker idle and the queue empty, which an
 autouse fixture checks. Each test opens its own browsers (tests/fixtures/browser.py) with fake
 camera and microphone. The microphone plays a
-looped WAV, 1.5 s of a speech-like tone then 4.5 s of silence, so the simulated duplex model hears
+looped WAV, a sentence spoken by espeak-ng then 4.5 s of silence, so the simulated duplex model hears
 "speech", waits for the pause and answers. Screenshots of every page land in artifacts/screenshots/.
 """
 
@@ -25,8 +25,11 @@ import numpy as np
 import pytest
 from selenium.webdriver.common.by import By
 
+from omnikube.audio import resample
+
 from tests.fixtures.browser import screenshot, wait_js
 from tests.fixtures.processes import free_port, launch_gateway, launch_worker, wait_until
+from tests.fixtures.speech import SENTENCE, speak
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -51,8 +54,9 @@ def tone(seconds: float, rate: int, freq: float = 220.0, amplitude: float = 0.2)
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory) -> Path:
+    """The fake microphone: a spoken sentence (espeak-ng), then a pause, looped by Chromium."""
     rate = 48_000
-    voiced = tone(1.5, rate, 300, 0.3) * np.sin(2 * np.pi * 3 * np.arange(int(rate * 1.5)) / rate) ** 2
+    voiced = resample(speak(SENTENCE), 16_000, rate)
     signal = np.concatenate([voiced, np.zeros(int(rate * 4.5))])
     return write_wav(tmp_path_factory.mktemp("media") / "speech.wav", signal, rate)
 
@@ -307,7 +311,8 @@ def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_fact
     wait_until(lambda: worker_states(service) == ["idle"], 10, "the worker to be released")
 
 
-def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_factory, speech_wav):
+def omni_session_with_frames(browser_factory, service, speech_wav):
+    """A browser in a live omni session whose camera frames reached the model."""
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "omni")
     wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
@@ -316,8 +321,29 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     # vision_slices in the worker's result counts the frames it received with the chunk.
     wait_js(browser, "omnikube.session.last.vision_slices >= 1", 15)
     wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    return browser
+
+
+def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
     screenshot(browser, "omni")
     stop_duplex(browser)
+
+
+def test_an_omni_session_replays_as_a_video_in_the_session_viewer(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
+    session_id = browser.execute_script("return omnikube.session.recordingId")
+    stop_duplex(browser)
+    wait_until(lambda: "merged_replay_video" in (service.get(f"/api/sessions/{session_id}/recording").json()
+                                                 if service.get(f"/api/sessions/{session_id}/recording").status_code == 200
+                                                 else {}), 60, "the worker to make the replay video")
+    chunks = len(service.get(f"/api/sessions/{session_id}/recording").json()["chunks"])
+    open_page(browser, service, f"s/{session_id}")
+    # Chromium has loaded the worker's MP4 through the gateway and knows its length: about a second a chunk.
+    wait_js(browser, "document.querySelector('#content video')?.readyState >= 1", 20)
+    duration = browser.execute_script("return document.querySelector('#content video').duration")
+    assert abs(duration - chunks) < 1.0
+    screenshot(browser, "session-viewer-omni-video")
 
 
 def test_a_half_duplex_call_answers_after_the_user_pauses_and_reopens_the_microphone(service, browser_factory, speech_wav):

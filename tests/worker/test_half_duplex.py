@@ -8,12 +8,15 @@ from starlette.websockets import WebSocketDisconnect
 
 from omnikube_worker.settings import SimOptions
 
+from tests.fixtures.speech import speak, voiced_span
 from tests.fixtures.worker_app import decode_pcm, pcm_b64, silence, status_of, tone, wait_for
 
+UTTERANCE = "Good morning, how are you?"
 
-def say(ws, seconds: float = 1.0) -> None:
+
+def say(ws, text: str = UTTERANCE) -> None:
     """Half a second chunks, as the original client sends: speech, then enough silence to end it."""
-    audio = np.concatenate([tone(seconds), silence(0.75)])
+    audio = np.concatenate([silence(0.25), speak(text), silence(0.75)])
     for start in range(0, audio.size, 8000):
         ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(audio[start:start + 8000])})
 
@@ -54,12 +57,13 @@ def test_a_turn_is_vad_on_vad_off_generating_chunks_final_chunk_turn_done(client
     with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
         ws.send_json({"type": "prepare"})
         ws.receive_json()
-        say(ws, 1.0)
+        say(ws)
         frames = until(ws, "turn_done")
     kinds = [f["type"] for f in frames]
     assert kinds[:3] == ["vad_state", "vad_state", "generating"]
     assert frames[0]["speaking"] is True and frames[1]["speaking"] is False
-    assert 900 <= frames[2]["speech_duration_ms"] <= 1300
+    voice_start, voice_end = voiced_span(speak(UTTERANCE))
+    assert abs(frames[2]["speech_duration_ms"] / 1000 - (voice_end - voice_start + 0.06)) < 0.3
     chunks = frames[3:-1]
     assert [c["chunk_index"] for c in chunks] == list(range(len(chunks)))
     assert chunks[-1]["is_final"] is True and chunks[-1]["text_delta"] is None and chunks[-1]["audio_data"] is None
@@ -92,11 +96,11 @@ def test_tts_disabled_streams_text_without_audio(client):
     assert chunks and all(c["audio_data"] is None and c["text_delta"] for c in chunks)
 
 
-def test_a_blip_too_short_for_speech_is_reported_as_vad_off_without_a_turn(client):
+def test_a_word_too_short_for_speech_is_reported_as_vad_off_without_a_turn(client):
     with client.websocket_connect("/ws/half_duplex?session_id=hd_1") as ws:
-        ws.send_json({"type": "prepare", "config": {"vad": {"min_speech_duration_ms": 400}}})
+        ws.send_json({"type": "prepare", "config": {"vad": {"min_speech_duration_ms": 1000}}})
         ws.receive_json()
-        ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(np.concatenate([tone(0.1), silence(0.7)]))})
+        ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(np.concatenate([speak("Yes."), silence(0.7)]))})
         assert ws.receive_json() == {"type": "vad_state", "speaking": True}
         assert ws.receive_json() == {"type": "vad_state", "speaking": False}
         say(ws)

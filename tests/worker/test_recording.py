@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import subprocess
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.fixtures.speech import SENTENCE, speak
 from tests.fixtures.worker_app import pcm_b64, png_b64, silence, tone, wait_for
 
 
@@ -86,7 +90,7 @@ def test_half_duplex_records_each_voice_turn(recording_client):
     with client.websocket_connect("/ws/half_duplex?session_id=hdx_rec") as ws:
         ws.send_json({"type": "prepare"})
         assert ws.receive_json()["recording_session_id"] == "hdx_rec"
-        audio = np.concatenate([tone(1.0), silence(0.75)])
+        audio = np.concatenate([speak(SENTENCE), silence(0.75)])
         for start in range(0, audio.size, 8000):
             ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(audio[start:start + 8000])})
         while ws.receive_json()["type"] != "turn_done":
@@ -115,3 +119,61 @@ def test_nothing_is_written_when_recording_is_off(worker_client, tmp_path):
     client = worker_client(recording=False, data_dir=str(tmp_path))
     body = client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}]}).json()
     assert body["recording_session_id"] is None and not (tmp_path / "sessions").exists()
+
+
+def jpeg_b64(color: tuple[int, int, int], size: tuple[int, int] = (320, 240)) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="JPEG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def probe(path: Path) -> dict:
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+                         capture_output=True, text=True, check=True, timeout=60)
+    return json.loads(out.stdout)
+
+
+def omni_session(client, session_id: str, chunks: list, frames: list[str | None]) -> str:
+    with client.websocket_connect(f"/ws/duplex?session_id={session_id}") as ws:
+        ws.send_json({"type": "prepare", "system_prompt": "Hi."})
+        recording_id = ws.receive_json()["recording_session_id"]
+        for audio, frame in zip(chunks, frames):
+            ws.send_json({"type": "audio_chunk", "audio_base64": pcm_b64(audio),
+                          **({"frame_base64_list": [frame]} if frame else {})})
+            ws.receive_json()
+        ws.send_json({"type": "stop"})
+        ws.receive_json()
+    return recording_id
+
+
+def test_an_omni_session_gets_a_replay_video_of_its_frames_and_merged_audio(recording_client):
+    client, sessions = recording_client
+    voice = speak(SENTENCE)
+    chunks = [voice[i:i + 16000] for i in range(0, voice.size, 16000)] + [silence(), silence()]
+    colors = [(200, 30, 30), None, (30, 200, 30), (30, 30, 200), None, (240, 240, 0), None]
+    frames = [jpeg_b64(c, (320, 240) if i % 2 else (640, 360)) if c else None for i, c in enumerate(colors)]
+    folder = sessions / omni_session(client, "omni_video", chunks, frames[:len(chunks)])
+    wait_for(lambda: (folder / "merged_replay.mp4").exists() and "merged_replay_video" in read(folder / "recording.json"),
+             "the replay video", 120)
+    assert read(folder / "recording.json")["merged_replay_video"] == "merged_replay.mp4"
+    info = probe(folder / "merged_replay.mp4")
+    codecs = sorted(s["codec_name"] for s in info["streams"])
+    assert codecs == ["aac", "h264"] and all(s.get("pix_fmt", "yuv420p") == "yuv420p" for s in info["streams"])
+    _, _, frames_16k = wav_info(folder / "merged_replay.wav")
+    assert abs(float(info["format"]["duration"]) - frames_16k / 16000) < 0.3
+    decoded = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(folder / "merged_replay.mp4"), "-f", "null", "-"],
+                             capture_output=True, text=True, timeout=120)
+    assert decoded.returncode == 0 and decoded.stderr == ""
+    assert not [p.name for p in folder.iterdir() if p.name.startswith((".", "_"))]  # no temporary left behind
+
+
+def test_audio_duplex_and_omni_sessions_without_frames_get_no_video(recording_client):
+    client, sessions = recording_client
+    for session_id in ("adx_novideo", "omni_noframes"):
+        frames = [jpeg_b64((1, 2, 3))] * 2 if session_id.startswith("adx") else [None, None]
+        folder = sessions / omni_session(client, session_id, [silence(), silence()], frames)
+        wait_for(lambda: (folder / "recording.json").exists(), "the recording")
+        assert "merged_replay_video" not in read(folder / "recording.json")
+    assert not list(sessions.glob("*/merged_replay.mp4"))

@@ -16,7 +16,6 @@ from omnikube_worker.media import MediaError, decode_pcm16k, encode_pcm, encode_
 from omnikube_worker.settings import SimOptions
 from omnikube_worker.simulated import SimulatedBackend
 from omnikube_worker.synth import speak
-from omnikube_worker.vad import EnergyVad
 
 from tests.fixtures.worker_app import silence, tone
 
@@ -125,13 +124,6 @@ def test_user_speech_interrupts_the_model_mid_answer():
     run(backend.duplex_step(DuplexInput(audio=tone())))
     assert run(backend.duplex_step(DuplexInput(audio=silence()))).is_listen is False
     assert run(backend.duplex_step(DuplexInput(audio=tone()))).is_listen is True  # barge-in
-
-
-def test_vad_cuts_one_segment_of_speech_with_padding():
-    vad = EnergyVad()
-    events = vad.feed(np.concatenate([silence(0.3), tone(1.0), silence(0.7)]))
-    assert [e.kind for e in events] == ["start", "segment"]
-    assert 1.0 <= events[1].segment.size / 16000 <= 1.15
 
 
 def test_pcm_round_trip_and_wav_encoding():

@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from omnikube.protocol import WorkerHealthResponse, WorkerStatus
 
-from . import chat, duplex, half_duplex, legacy, metrics
+from . import chat, duplex, half_duplex, legacy, metrics, recording
 from .backend import Backend
 from .context import WorkerContext, get_context
 from .settings import WorkerSettings
@@ -54,6 +54,7 @@ def create_app(settings: WorkerSettings | None = None, backend: Backend | None =
             yield
         finally:
             loading.cancel()
+            await recording.finish_background()  # replay videos in progress complete (or time out)
 
     app = FastAPI(title="Omnikube worker", version="0.1.0", lifespan=lifespan)
     app.state.worker = ctx

@@ -67,7 +67,7 @@ async def _answer(ctx: WorkerContext, chat_request: ChatRequest, fault: str | No
     started = time.monotonic()
     try:
         turns = await asyncio.to_thread(turns_from_messages, chat_request.messages)  # media decoding
-        options = _options(chat_request, fault)
+        options = await asyncio.to_thread(_options, chat_request, fault)  # the voice may be a file to decode
     except MediaError as exc:
         metrics.BAD_INPUT.labels("chat").inc()
         metrics.SESSIONS.labels("chat", "error").inc()
@@ -219,7 +219,8 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             turns = await asyncio.to_thread(turns_from_lenient, request.messages)  # media decoding
             if not turns:
                 raise MediaError("messages: no usable content (every item was empty or of an unknown type)")
-            voice = decode_pcm16k(request.tts.ref_audio_data, "tts.ref_audio_data") if request.tts.ref_audio_data else None
+            voice = (await asyncio.to_thread(decode_pcm16k, request.tts.ref_audio_data, "tts.ref_audio_data")
+                     if request.tts.ref_audio_data else None)
         except MediaError as exc:
             metrics.BAD_INPUT.labels("chat_ws").inc()
             await send_error(ws, str(exc))

@@ -128,8 +128,11 @@ class DuplexSession:
 
     async def _prepare(self, prepare: DuplexPrepare, fault: object) -> None:
         await self._await_finalize()
-        ref = decode_pcm16k(prepare.ref_audio_base64, "ref_audio_base64") if prepare.ref_audio_base64 else None
-        tts_ref = decode_pcm16k(prepare.tts_ref_audio_base64, "tts_ref_audio_base64") if prepare.tts_ref_audio_base64 else ref
+        # Reference voices may be files (MP3, M4A, ...): decoded off the event loop.
+        ref = (await asyncio.to_thread(decode_pcm16k, prepare.ref_audio_base64, "ref_audio_base64")
+               if prepare.ref_audio_base64 else None)
+        tts_ref = (await asyncio.to_thread(decode_pcm16k, prepare.tts_ref_audio_base64, "tts_ref_audio_base64")
+                   if prepare.tts_ref_audio_base64 else ref)
         max_slices = prepare.max_slice_nums or getattr(prepare.config, "max_slice_nums", None) or 1
         setup = DuplexSetup(system_prompt=prepare.system_prompt, ref_audio=ref, tts_ref_audio=tts_ref,
                             ref_audio_path=prepare.ref_audio_path, config=prepare.config,

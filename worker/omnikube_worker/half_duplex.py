@@ -28,7 +28,7 @@ from .duplex import sanitize_session_id
 from .generation import final_chunk_frame, send_chunks, stream_reply
 from .media import MAX_DUPLEX_CHUNK_S, MediaError, decode_pcm16k
 from .recording import Recorder, numbered
-from .vad import EnergyVad
+from .vad import SileroVad, VadUnavailable
 from .wsio import BadFrame, Disconnected, FrameReader, close, parse, send_error, send_json
 
 router = APIRouter()
@@ -77,7 +77,7 @@ class HalfDuplexSession:
         self.reader = FrameReader(ws, self._on_stop_frame)
         self.prepare: HalfDuplexPrepare | None = None
         self.voice = None
-        self.vad = EnergyVad()
+        self.vad: SileroVad | None = None
         self.deadline: float | None = None
         self.started = time.monotonic()
         self.turns = 0
@@ -130,6 +130,12 @@ class HalfDuplexSession:
         return "stopped" if self.ended else None
 
     async def _prepare(self, prepare: HalfDuplexPrepare) -> None:
+        try:  # the first session of the process loads the model (~0.1 s), so off the event loop
+            vad = await asyncio.to_thread(SileroVad, prepare.config.vad)
+        except VadUnavailable as exc:
+            self.prepare = None
+            await send_error(self.ws, f"prepare failed: voice activity detection is unavailable: {exc}")
+            return
         items = [i for i in prepare.system_content if isinstance(i, dict) and i.get("type") in ("text", "audio")]
         parts = await asyncio.to_thread(parts_from_lenient, items, "system_content")
         if not any(isinstance(p, str) for p in parts):
@@ -143,7 +149,7 @@ class HalfDuplexSession:
             await send_error(self.ws, f"prepare failed: {exc.__class__.__name__}: {exc}")
             return
         self.prepare = prepare
-        self.vad = EnergyVad(prepare.config.vad)
+        self.vad = vad
         self.started = time.monotonic()
         self.deadline = self.started + prepare.config.session.timeout_s
         await self.finish_recording()  # a second prepare starts a new recording
@@ -168,7 +174,8 @@ class HalfDuplexSession:
         )
 
     async def _audio(self, samples, fault: object) -> None:
-        for event in self.vad.feed(samples):
+        # ~4 ms of CPU per second of audio (docs/benchmarks.md): small, but not the event loop's.
+        for event in await asyncio.to_thread(self.vad.feed, samples):
             if event.kind == "start":
                 await send_json(self.ws, {"type": "vad_state", "speaking": True})
             elif event.kind == "discard":

@@ -101,7 +101,7 @@ class StreamingSession:
         turns = await asyncio.to_thread(turns_from_lenient, prefill.messages)  # media decoding
         voice_b64 = prefill.tts_ref_audio_base64 or prefill.ref_audio_base64
         if voice_b64:
-            self.voice = decode_pcm16k(voice_b64, "tts_ref_audio_base64")
+            self.voice = await asyncio.to_thread(decode_pcm16k, voice_b64, "tts_ref_audio_base64")
         if prefill.clear_kv_cache:
             await self.ctx.backend.stream_reset()
         self.cached_tokens = self.ctx.backend.kv_cache_length

@@ -1,7 +1,7 @@
 """Decoding and encoding of the protocol's media, with limits and clear errors.
 
-Input audio is base64 raw float32 LE mono PCM at 16 kHz; a WAV file at 16 kHz is accepted too and
-converted (clients often send one by mistake). Output audio is base64 raw float32 at 24 kHz, except
+Input audio is base64 raw float32 LE mono PCM at 16 kHz; an audio file (WAV, MP3, FLAC, OGG, M4A,
+any rate or channel count) is accepted too and decoded by `omnikube.audio`. Output audio is base64 raw float32 at 24 kHz, except
 `POST /chat`, which returns a 16-bit WAV file. Every failure raises `MediaError` with a message fit
 to send to the client as is.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import wave
 
 import numpy as np
 
+from omnikube import audio as audio_file
+from omnikube.audio import AudioDecodeError, decode_audio, has_container_signature, looks_like_audio_file
 from omnikube.protocol import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
 
 MAX_AUDIO_S = 600.0            # one audio item / reference voice; 10 min of 16 kHz float32 = 38 MB
@@ -43,37 +44,29 @@ def b64decode(data: str, what: str) -> bytes:
 
 
 def decode_pcm16k(data: str, what: str = "audio", max_seconds: float = MAX_AUDIO_S) -> np.ndarray:
-    """base64 float32 16 kHz mono PCM (or a 16 kHz WAV file) -> float32 array."""
+    """base64 float32 16 kHz mono PCM, or an audio file in any format FFmpeg decodes -> float32 array.
+
+    Files (WAV, MP3, FLAC, OGG, M4A, ... recognised by their leading bytes) go through the shared
+    decoder (`omnikube.audio`), which mixes to mono and resamples to 16 kHz; so a reference voice
+    or a chat audio item may be whatever the user had. Blocking: callers run it off the event loop
+    when it may be a file."""
     raw = b64decode(data, what)
-    if raw[:4] == b"RIFF" and raw[8:12] == b"WAVE":
-        samples = _wav_to_float(raw, what)
-    else:
-        if len(raw) % 4:
-            raise MediaError(f"{what}: {len(raw)} bytes is not a whole number of float32 samples; "
-                             "expected raw float32 LE mono PCM at 16000 Hz")
-        samples = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if looks_like_audio_file(raw):
+        try:
+            return decode_audio(raw, rate=INPUT_SAMPLE_RATE, max_seconds=max_seconds, what=what)
+        except AudioDecodeError as exc:
+            if has_container_signature(raw) or len(raw) % 4:  # surely meant as a file: say why it failed
+                raise MediaError(str(exc)) from None
+            # else: raw float32 PCM whose first bytes merely look like an MPEG sync word
+    if len(raw) % 4:
+        raise MediaError(f"{what}: {len(raw)} bytes is not a whole number of float32 samples; "
+                         "expected raw float32 LE mono PCM at 16000 Hz or an audio file")
+    samples = np.frombuffer(raw, dtype="<f4").astype(np.float32)
     if samples.size / INPUT_SAMPLE_RATE > max_seconds:
         raise MediaError(f"{what}: {samples.size / INPUT_SAMPLE_RATE:.1f} s of audio exceeds the limit of {max_seconds:g} s")
     if samples.size and (not np.all(np.isfinite(samples)) or float(np.max(np.abs(samples))) > _MAX_ABS_SAMPLE):
         raise MediaError(f"{what}: samples are not float PCM in [-1, 1]; expected raw float32 LE mono PCM "
-                         "at 16000 Hz (int16 or compressed audio must be converted first)")
-    return samples
-
-
-def _wav_to_float(raw: bytes, what: str) -> np.ndarray:
-    try:
-        with wave.open(io.BytesIO(raw)) as wav:
-            rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
-            frames = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise MediaError(f"{what}: unreadable WAV file ({exc}); send raw float32 PCM or 16-bit PCM WAV") from exc
-    if rate != INPUT_SAMPLE_RATE:
-        raise MediaError(f"{what}: sample rate {rate} Hz, expected {INPUT_SAMPLE_RATE} Hz (the worker never resamples)")
-    if width != 2:
-        raise MediaError(f"{what}: {8 * width}-bit WAV, expected 16-bit PCM")
-    samples = np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
-    if channels > 1:
-        samples = samples.reshape(-1, channels).mean(axis=1)
+                         "at 16000 Hz or an audio file (WAV, MP3, FLAC, OGG, M4A, ...)")
     return samples
 
 
@@ -86,14 +79,7 @@ def encode_wav(samples: np.ndarray, sample_rate: int = OUTPUT_SAMPLE_RATE) -> by
     """float32 array (samples, or samples x channels) -> 16-bit PCM WAV file bytes.
 
     Mono 24 kHz is the `POST /chat` output format; recordings also write 16 kHz and stereo."""
-    pcm = (np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0) * 32767.0).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm.tobytes())
-    return buffer.getvalue()
+    return audio_file.encode_wav(samples, sample_rate)
 
 
 def decode_image(data: str, what: str = "image"):

@@ -24,6 +24,7 @@ import numpy as np
 
 from omnikube.protocol import INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE
 
+from . import replay_video
 from .media import MediaError, b64decode, encode_wav
 
 log = logging.getLogger("omnikube.worker.recording")
@@ -75,6 +76,7 @@ class Recorder:
         self.timeline: list[tuple[np.ndarray, np.ndarray | None]] = []  # duplex: (user 16k, ai 24k)
         self._pending: list[asyncio.Task[None]] = []
         self._finalizing: asyncio.Future[None] | None = None
+        self.replay_video: asyncio.Task[bool] | None = None  # omni: the video, made after the session
 
     @classmethod
     async def start(cls, root: Path, session_id: str, app_type: str, worker_id: int,
@@ -163,11 +165,28 @@ class Recorder:
         for failure in (r for r in results if isinstance(r, Exception)):
             log.warning("recording %s: a media write failed: %s", self.session_id, failure)
         try:
-            await asyncio.to_thread(self._finish, ended)
+            record = await asyncio.to_thread(self._finish, ended)
         except OSError as exc:
             log.warning("recording %s: finalize failed: %s", self.session_id, exc)
+            return
+        if self.app_type == "omni_duplex" and "merged_replay" in record and replay_video.available():
+            # Not awaited: the session (and the worker's lease) ends without waiting for the encoder.
+            self.replay_video = asyncio.ensure_future(self._make_video(record))
+            _background.add(self.replay_video)
+            self.replay_video.add_done_callback(_background.discard)
 
-    def _finish(self, ended: datetime) -> None:
+    async def _make_video(self, record: dict[str, Any]) -> bool:
+        if not await replay_video.make(self.dir, self.entries, slot_seconds(self.timeline)):
+            return False
+        record["merged_replay_video"] = replay_video.VIDEO
+        try:
+            await asyncio.to_thread(self._write_json, "recording.json", record)
+        except OSError as exc:
+            log.warning("recording %s: could not add the replay video: %s", self.session_id, exc)
+            return False
+        return True
+
+    def _finish(self, ended: datetime) -> dict[str, Any]:
         self._write_json("meta.json", self._meta(ended))
         record: dict[str, Any] = {
             "session_id": self.session_id, "mode": "duplex" if self.kind == "chunks" else self.app_type,
@@ -178,6 +197,7 @@ class Recorder:
             self._write_bytes("merged_replay.wav", lambda: merged_replay(self.timeline))
             record["merged_replay"] = "merged_replay.wav"
         self._write_json("recording.json", record)
+        return record
 
     # -- atomic writes --
     def _write_json(self, relative: str, data: dict[str, Any]) -> None:
@@ -190,12 +210,31 @@ class Recorder:
         os.replace(temporary, target)
 
 
+_background: set[asyncio.Task[bool]] = set()  # running replay videos (the loop keeps weak references only)
+
+
+def _slots(timeline: list[tuple[np.ndarray, np.ndarray | None]]):
+    """Per chunk: user audio, AI audio at 16 kHz, and the chunk's length in samples on the replay."""
+    for user, ai in timeline:
+        ai16 = resample(ai, OUTPUT_SAMPLE_RATE, INPUT_SAMPLE_RATE) if ai is not None else np.zeros(0, np.float32)
+        yield user, ai16, max(user.size, ai16.size, INPUT_SAMPLE_RATE)
+
+
+async def finish_background() -> None:
+    """Wait for the replay videos still being made (each bounded by replay_video.TIMEOUT_S)."""
+    running = [task for task in _background if task.get_loop() is asyncio.get_running_loop()]
+    if running:
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+def slot_seconds(timeline: list[tuple[np.ndarray, np.ndarray | None]]) -> list[float]:
+    return [length / INPUT_SAMPLE_RATE for _, _, length in _slots(timeline)]
+
+
 def merged_replay(timeline: list[tuple[np.ndarray, np.ndarray | None]]) -> bytes:
     """Stereo 16 kHz WAV, left = user, right = AI (24 -> 16 kHz linear), chunk after chunk."""
     left, right = [], []
-    for user, ai in timeline:
-        ai16 = resample(ai, OUTPUT_SAMPLE_RATE, INPUT_SAMPLE_RATE) if ai is not None else np.zeros(0, np.float32)
-        length = max(user.size, ai16.size, INPUT_SAMPLE_RATE)
+    for user, ai16, length in _slots(timeline):
         left.append(np.pad(user, (0, length - user.size)))
         right.append(np.pad(ai16, (0, length - ai16.size)))
     stereo = np.stack([np.concatenate(left), np.concatenate(right)], axis=1)
