@@ -73,6 +73,8 @@ def recommend(spec: AutoscalingSpec, current: int, pods: list[WorkerPod], load: 
 
 @dataclass
 class _History:
+    since: float                 # when this history began: until a scale-down window has passed,
+    start: int                   # the size it began with counts as a recommendation
     samples: list[tuple[float, int]] = field(default_factory=list)  # (monotonic time, recommendation)
 
 
@@ -92,17 +94,19 @@ class Autoscaler:
         if not spec.min_replicas <= current <= spec.max_replicas:
             bounded = _clamp(current, spec)
             with self._lock:
-                self._histories[key] = _History([(now, bounded)])
+                self._histories[key] = _History(now, bounded)
             busy = sum(1 for p in pods if p.ready and p.busy and not p.draining and not p.terminating)
             return Decision(bounded, bounded, CLAMPED, f"spec.workers.replicas={current} is outside autoscaling bounds "
                             f"[{spec.min_replicas}, {spec.max_replicas}]; set to {bounded}", busy)
         wanted, why, busy = recommend(spec, current, pods, load)
         window = max(spec.scale_up_stabilization_seconds, spec.scale_down_stabilization_seconds)
         with self._lock:
-            history = self._histories.setdefault(key, _History([(now, current)]))
+            history = self._histories.setdefault(key, _History(now, current))
             history.samples = [(t, r) for t, r in history.samples if now - t <= window] + [(now, wanted)]
             up = [r for t, r in history.samples if now - t <= spec.scale_up_stabilization_seconds]
             down = [r for t, r in history.samples if now - t <= spec.scale_down_stabilization_seconds]
+            if now - history.since < spec.scale_down_stabilization_seconds:
+                down.append(history.start)
         if wanted > current:
             replicas = max(current, min(up))
             if replicas > current:
