@@ -375,7 +375,8 @@ class Reconciler:
         return kept
 
     def _autoscale(self, owner: Owner, body: dict[str, Any], obs: Observation) -> tuple[Owner, dict[str, Any]]:
-        """Let the load set spec.workers.replicas (through the scale subresource, as an HPA would)."""
+        """Let the load set spec.workers.replicas, the field the scale subresource (kubectl scale, an
+        HPA) sets too; written on the object itself, which the operator may patch already."""
         spec = owner.spec.workers.autoscaling
         key = owner.uid
         if not spec.enabled:
@@ -390,7 +391,7 @@ class Reconciler:
             metrics.AUTOSCALER_QUEUE_WAIT.labels(owner.namespace, owner.name).set(obs.load.queue_wait_s)
         if decision.replicas != current:
             self.kube.patch(labels.API_VERSION, labels.KIND, owner.namespace, owner.name,
-                            {"spec": {"replicas": decision.replicas}}, "scale")
+                            {"spec": {"workers": {"replicas": decision.replicas}}})
             last_scale = _rfc3339(self.clock())
             metrics.AUTOSCALER_DECISIONS.labels(decision.kind).inc()
             reason = {autoscaling.SCALE_UP: "ScaledUp", autoscaling.SCALE_DOWN: "ScaledDown"}.get(decision.kind, "ReplicasClamped")
