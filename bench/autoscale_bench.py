@@ -47,7 +47,13 @@ def spec(gateway_port: int) -> dict:
 
 
 def _served(ws) -> bool:
-    return json.loads(ws.recv(timeout=300)).get("type") == "queue_done"
+    """Read frames (queued, queue updates) until the gateway hands the session a worker."""
+    while True:
+        kind = json.loads(ws.recv(timeout=300)).get("type")
+        if kind == "queue_done":
+            return True
+        if kind not in ("queued", "queue_update"):
+            return False
 
 
 def one_round(omni, cluster, log_dir, name: str, load_s: float) -> tuple[float, float]:

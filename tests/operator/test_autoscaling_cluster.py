@@ -86,7 +86,7 @@ def test_a_burst_of_queued_sessions_scales_up_and_the_queue_drains(omni, start_o
     sim_kubelet("burst")
     omni.wait_condition("burst", "Ready", "True")
     with clients(gateway, ["a", "b", "c", "d"]) as burst:
-        eventually(lambda: replicas(omni, "burst") == 4, 30, "4 workers asked for (1 busy + 3 queued)")
+        eventually(lambda: replicas(omni, "burst") == 4, 60, "4 workers asked for (1 busy + 3 queued)")
         eventually(lambda: all(c.poll() for c in burst.values()), 60, "every queued session to get a worker")
         assert gateway.get("/status").json()["queue_length"] == 0
         assert omni.live_worker_names("burst") == [f"burst-worker-{i}" for i in range(4)]
