@@ -46,14 +46,14 @@ def spec(gateway_port: int) -> dict:
             "service": {**sample.get("service", {}), "gatewayPort": gateway_port}}
 
 
-def _served(ws) -> bool:
+def _served(ws) -> None:
     """Read frames (queued, queue updates) until the gateway hands the session a worker."""
     while True:
-        kind = json.loads(ws.recv(timeout=300)).get("type")
-        if kind == "queue_done":
-            return True
-        if kind not in ("queued", "queue_update"):
-            return False
+        frame = json.loads(ws.recv(timeout=300))
+        if frame.get("type") == "queue_done":
+            return
+        if frame.get("type") not in ("queued", "queue_update"):
+            raise RuntimeError(f"the session was not served: {frame}")
 
 
 def one_round(omni, cluster, log_dir, name: str, load_s: float) -> tuple[float, float]:
@@ -66,10 +66,10 @@ def one_round(omni, cluster, log_dir, name: str, load_s: float) -> tuple[float, 
         wait_until(lambda: (omni.condition(name, "Ready").get("status") == "True"), 120, f"{name} Ready", interval=0.2)
         with contextlib.ExitStack() as stack:
             holder = stack.enter_context(connect(f"{gateway.ws_url}/ws/duplex/omni_holder"))
-            assert _served(holder)
+            _served(holder)
             started = time.monotonic()
             queued = stack.enter_context(connect(f"{gateway.ws_url}/ws/duplex/omni_queued"))
-            assert _served(queued)  # queued first, then handed the new worker
+            _served(queued)  # queued first, then handed the new worker
             up_s = time.monotonic() - started
         started = time.monotonic()
         wait_until(lambda: len(omni.live_worker_names(name)) == 1, DOWN_WINDOW_S + 120, f"{name} back to 1",
