@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Callable, Iterable
 
 from omnikube.protocol import TaskType, WorkerHealthResponse, WorkerStatus
+from omnikube.workers import base_url
 
 OFFLINE = "offline"  # not a worker-reported state: the gateway cannot reach the worker
 
@@ -94,8 +95,7 @@ class Worker:
 
     @property
     def http_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url(self.host, self.port)
 
     @property
     def ws_url(self) -> str:

@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics (0: off)")
     parser.add_argument("--bind", default="0.0.0.0", help="address of the liveness and metrics endpoints")
     parser.add_argument("--resync-seconds", type=float, default=float(os.environ.get("OMNIKUBE_RESYNC_SECONDS", 10)),
-                        help="full reconcile at least this often per OmniDeployment")
+                        help="the periodic look (workers' health, the gateway's queue, autoscaling, status) this often per OmniDeployment")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in through the same file
     handlers.RUNTIME.reconciler = Reconciler(Kube())
-    handlers.RUNTIME.resync_seconds = args.resync_seconds
+    handlers.register(args.resync_seconds)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind)
     liveness = f"http://{args.bind}:{args.liveness_port}/healthz" if args.liveness_port else None

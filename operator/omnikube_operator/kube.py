@@ -129,13 +129,6 @@ class Kube:
         return self._call("PATCH", KINDS[(api_version, kind)].path(namespace, name, subresource), body=patch,
                           content_type="application/merge-patch+json")
 
-    def replace_status(self, api_version: str, kind: str, namespace: str | None, name: str,
-                       status: dict[str, Any]) -> dict[str, Any]:
-        """Set the whole status (a JSON patch: nothing of an older status lingers)."""
-        return self._call("PATCH", KINDS[(api_version, kind)].path(namespace, name, "status"),
-                          body=[{"op": "add", "path": "/status", "value": status}],
-                          content_type="application/json-patch+json")
-
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *, uid: str | None = None,
                propagation: str = "Background") -> bool:
         """Delete; False when already gone. `uid` makes sure a same-named successor is not hit."""
