@@ -7,7 +7,8 @@ from typing import Any
 from omnikube import labels
 
 from .configmap import config_hash
-from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, POD_SECURITY_CONTEXT, Owner
+from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, Owner
+from .lockdown import lock_down
 from .storage import DATA_VOLUME, data_volume
 
 GATEWAY_CONTAINER = "gateway"
@@ -51,7 +52,6 @@ def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": owner.gateway,
         "enableServiceLinks": False,
-        "securityContext": POD_SECURITY_CONTEXT,
         "containers": [{
             "name": GATEWAY_CONTAINER,
             "image": gateway.image,
@@ -70,6 +70,7 @@ def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
     }
     if gateway.affinity:
         pod_spec["affinity"] = gateway.affinity
+    lock_down(pod_spec, cache_limit="1Gi")
     selector = owner.selector(labels.COMPONENT_GATEWAY)
     return owner.adopt({
         "apiVersion": "apps/v1",

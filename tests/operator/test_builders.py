@@ -8,6 +8,7 @@ from omnikube import labels
 from omnikube.config import OmniConfig
 from omnikube_operator import configmap, gateway, model_cache, pods, rbac, services
 from omnikube_operator.context import CONFIG_FILE, Owner
+from tests.fixtures.pod_security import restricted_violations, writable_root_containers
 
 
 def owner(**spec) -> Owner:
@@ -60,11 +61,39 @@ def test_a_loading_worker_is_not_ready_but_alive():
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-def test_workers_and_gateway_run_as_the_images_user_with_writable_volumes():
-    worker = pods.build_worker_pod(owner(), 0)["spec"]["securityContext"]
-    gateway_pod = gateway.build_gateway_deployment(owner())["spec"]["template"]["spec"]["securityContext"]
-    for context in (worker, gateway_pod):
-        assert context["runAsNonRoot"] is True and context["runAsUser"] == 10001 and context["fsGroup"] == 10001
+def _built_pod_specs(o: Owner) -> dict[str, dict]:
+    return {"worker": pods.build_worker_pod(o, 0)["spec"],
+            "gateway": gateway.build_gateway_deployment(o)["spec"]["template"]["spec"],
+            "download": model_cache.build_download_job(o)["spec"]["template"]["spec"]}
+
+
+def test_workers_gateway_and_download_pods_pass_the_restricted_pod_security_standard():
+    for kind, spec in _built_pod_specs(owner()).items():
+        assert restricted_violations(spec) == [], kind
+        assert writable_root_containers(spec) == [], kind
+        assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["fsGroup"] == 10001
+
+
+def test_locked_down_pods_write_only_to_volumes():
+    for kind, spec in _built_pod_specs(owner()).items():
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes[mounts["/tmp"]]["emptyDir"] is not None, kind
+        assert volumes[mounts["/var/cache/omnikube"]]["emptyDir"] is not None, kind
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"] if "value" in e}
+        assert env["XDG_CACHE_HOME"] == "/var/cache/omnikube" and env["HF_HOME"].startswith("/var/cache/omnikube/"), kind
+
+
+def test_only_the_gateway_gets_a_service_account_token():
+    specs = _built_pod_specs(owner())
+    assert specs["gateway"]["automountServiceAccountToken"] is True
+    assert specs["worker"]["automountServiceAccountToken"] is False
+    assert specs["download"]["automountServiceAccountToken"] is False
+
+
+def test_host_path_weights_are_the_one_thing_restricted_refuses():
+    spec = pods.build_worker_pod(owner(modelCache={"source": "hostPath", "hostPath": {"path": "/w"}}), 0)["spec"]
+    assert restricted_violations(spec) == ["volume model is ['hostPath']"]
 
 
 def test_template_hash_changes_with_image_but_not_with_replicas_or_gateway_settings():
