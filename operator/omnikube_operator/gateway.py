@@ -9,7 +9,7 @@ from omnikube import labels
 from .configmap import config_hash
 from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, Owner
 from .lockdown import lock_down
-from .storage import DATA_VOLUME, data_volume
+from .storage import data_mount, data_volume
 
 GATEWAY_CONTAINER = "gateway"
 PORT_NAME = "http"
@@ -35,7 +35,7 @@ def _volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes = [{"name": CONFIG_VOLUME, "configMap": {"name": owner.config_map}}, data_volume(owner)]
     mounts = [
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH},
+        data_mount(owner, DATA_MOUNT_PATH),
     ]
     secret = owner.spec.auth.api_key_secret
     if secret:

@@ -19,7 +19,7 @@ import urllib3
 
 from omnikube import labels
 
-from . import metrics
+from . import leadership, metrics
 from .kube import Kube
 from .reconcile import Reconciler
 
@@ -62,6 +62,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=labels.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
+    leadership.configure(settings)
 
 
 @kopf.daemon(labels.GROUP, labels.VERSION, labels.PLURAL, cancellation_timeout=10, backoff=2)
@@ -81,10 +82,12 @@ async def reconcile_loop(name: str, namespace: str, stopped: kopf.DaemonStopped,
             except Exception as exc:  # API outage or a bug: the next pass retries, the loop goes on
                 metrics.RECONCILES_TOTAL.labels("error").inc()
                 logger.error("reconcile of %s/%s failed: %s", namespace, name, exc, exc_info=not _is_outage(exc))
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=RUNTIME.resync_seconds)
-            except asyncio.TimeoutError:
-                pass
+            # Stopping (a pause in favour of the leader, or shutdown) ends the loop at once, not
+            # after the resync wait: two operators must never reconcile at the same time.
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stopped.wait(RUNTIME.resync_seconds))]
+            _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in pending:
+                waiting.cancel()
     finally:
         metrics.MANAGED_DEPLOYMENTS.dec()
         RUNTIME.wakeups.pop((namespace, name), None)

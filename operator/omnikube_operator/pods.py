@@ -18,7 +18,7 @@ from .configmap import worker_config_hash
 from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, Owner, short_hash
 from .lockdown import lock_down
 from .model_cache import model_volume
-from .storage import DATA_VOLUME, data_volume
+from .storage import data_mount, data_volume
 
 WORKER_CONTAINER = "worker"
 PORT_NAME = "worker"
@@ -66,7 +66,7 @@ def _container(owner: Owner, index: int) -> dict[str, Any]:
     alive = {**ready, "httpGet": {"path": "/health", "port": PORT_NAME}}
     mounts = [
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH},
+        data_mount(owner, DATA_MOUNT_PATH),
     ]
     model = model_volume(owner)
     if model:

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from omnikube import labels
 from omnikube.spec import ModelCacheSource
 
-from . import configmap, gateway, health, metrics, model_cache, monitoring, pods, rbac, scaling, services, storage, validation
+from . import configmap, gateway, health, metrics, model_cache, monitoring, pods, preflight, rbac, scaling, services, storage, validation
 from .context import Owner
 from .events import Recorder
 from .kube import Kube
@@ -92,7 +92,7 @@ class Reconciler:
             selector=labels.worker_selector(owner.name),
             gateway_replicas=owner.spec.gateway.replicas,
         )
-        obs.problems = validation.check(self.kube, owner)
+        obs.problems = validation.check(self.kube, owner) or preflight.check(self.kube, owner)
         if obs.problems:
             self.recorder.warning(body, "SpecRejected", "; ".join(p.message for p in obs.problems))
         else:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from omnikube import labels
 from omnikube.config import OmniConfig
-from omnikube_operator import configmap, gateway, model_cache, pods, rbac, services
+from omnikube_operator import configmap, gateway, model_cache, pods, preflight, rbac, services
 from omnikube_operator.context import CONFIG_FILE, Owner
 from tests.fixtures.pod_security import restricted_violations, writable_root_containers
 
@@ -131,3 +133,17 @@ def test_job_state_reads_failure_reason():
     job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}}
     state = model_cache.job_state(job)
     assert state.failed and "BackoffLimitExceeded" in state.message
+
+
+@pytest.mark.parametrize("image", ["omnikube/worker:dev", "worker", "registry.example.com:5000/a/b-c__d.e:v1.2",
+                                   "ghcr.io/openbmb/minicpm@sha256:" + "a" * 64, "localhost/x:latest"])
+def test_valid_image_references_pass(image):
+    assert preflight.image_problem(image, "spec.workers.image") is None
+
+
+@pytest.mark.parametrize("image", ["Not A Valid Image!!", "Omnikube/Worker:dev", "worker:", "a//b", "x:tag with space",
+                                   "/leading-slash", "x@sha256:short"])
+def test_image_strings_the_kubelet_cannot_parse_are_refused_with_the_field_named(image):
+    problem = preflight.image_problem(image, "spec.workers.image")
+    assert problem is not None and problem.reason == "InvalidImage"
+    assert "spec.workers.image" in problem.message and repr(image) in problem.message
