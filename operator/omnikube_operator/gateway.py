@@ -16,6 +16,12 @@ PORT_NAME = "http"
 CONFIG_VOLUME = "config"
 AUTH_VOLUME = "api-keys"
 AUTH_DIR = "/etc/omnikube/auth"
+# A deleted pod leaves the Service's endpoints at once, but kube-proxy on every node takes a moment
+# to drop it: the gateway keeps serving through this pause before it gets SIGTERM, so no new
+# connection lands on a closed port.
+PRE_STOP_PAUSE_S = 5
+# After SIGTERM: time for live sessions to end with an error frame and requests to finish.
+DRAIN_S = 25
 
 
 def _command(owner: Owner) -> list[str]:
@@ -47,10 +53,16 @@ def _volumes(owner: Owner) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
     gateway = owner.spec.gateway
     volumes, mounts = _volumes(owner)
-    probe = {"httpGet": {"path": "/health", "port": PORT_NAME, "scheme": "HTTP" if gateway.http else "HTTPS"},
-             "periodSeconds": 5, "timeoutSeconds": 3}
+    scheme = "HTTP" if gateway.http else "HTTPS"
+    alive = {"httpGet": {"path": "/health", "port": PORT_NAME, "scheme": scheme}, "periodSeconds": 15, "timeoutSeconds": 3,
+             "failureThreshold": 4}
+    # /readyz answers once discovery has listed the workers; probed every second so that a new
+    # gateway joins the Service within about a second of listening.
+    ready = {"httpGet": {"path": "/readyz", "port": PORT_NAME, "scheme": scheme}, "periodSeconds": 1, "timeoutSeconds": 1,
+             "failureThreshold": 2}
     pod_spec: dict[str, Any] = {
         "serviceAccountName": owner.gateway,
+        "terminationGracePeriodSeconds": PRE_STOP_PAUSE_S + DRAIN_S,
         "enableServiceLinks": False,
         "containers": [{
             "name": GATEWAY_CONTAINER,
@@ -61,8 +73,9 @@ def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
             "ports": [{"name": PORT_NAME, "containerPort": owner.spec.service.gateway_port, "protocol": "TCP"}],
             "resources": gateway.resources.model_dump(exclude_none=True),
             "volumeMounts": mounts,
-            "readinessProbe": {**probe, "failureThreshold": 2},
-            "livenessProbe": {**probe, "periodSeconds": 15, "failureThreshold": 4},
+            "readinessProbe": ready,
+            "livenessProbe": alive,
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_PAUSE_S)]}}},
         }],
         "volumes": volumes,
         "nodeSelector": gateway.node_selector,
@@ -79,10 +92,23 @@ def build_gateway_deployment(owner: Owner) -> dict[str, Any]:
         "spec": {
             "replicas": gateway.replicas,
             "selector": {"matchLabels": selector},
+            # A config change brings the new gateway up before an old one goes.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 # A config change restarts the gateway so it reads the new file.
                 "metadata": {"labels": owner.labels(labels.COMPONENT_GATEWAY), "annotations": {CONFIG_HASH: config_hash(owner)}},
                 "spec": pod_spec,
             },
         },
+    })
+
+
+def build_gateway_pdb(owner: Owner, api_version: str) -> dict[str, Any]:
+    """Voluntary evictions (node drains) take one gateway at a time; with two or more replicas the
+    Service always has one left."""
+    return owner.adopt({
+        "apiVersion": api_version,
+        "kind": "PodDisruptionBudget",
+        "metadata": owner.metadata(owner.gateway, labels.COMPONENT_GATEWAY),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": owner.selector(labels.COMPONENT_GATEWAY)}},
     })

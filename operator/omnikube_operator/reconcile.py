@@ -202,6 +202,7 @@ class Reconciler:
     def disruption_budget(self, owner: Owner, body: dict[str, Any], obs: Observation) -> None:
         api_version = "policy/v1" if self.kube.served("policy/v1", "PodDisruptionBudget") else "policy/v1beta1"
         self.ensure(owner, body, pods.build_pdb(owner, api_version))
+        self.ensure(owner, body, gateway.build_gateway_pdb(owner, api_version))
 
     def monitoring(self, owner: Owner, body: dict[str, Any], obs: Observation) -> None:
         wanted = {"ServiceMonitor": monitoring.build_service_monitor(owner), "PodMonitor": monitoring.build_pod_monitor(owner)}

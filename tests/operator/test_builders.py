@@ -147,3 +147,19 @@ def test_image_strings_the_kubelet_cannot_parse_are_refused_with_the_field_named
     problem = preflight.image_problem(image, "spec.workers.image")
     assert problem is not None and problem.reason == "InvalidImage"
     assert "spec.workers.image" in problem.message and repr(image) in problem.message
+
+
+def test_a_stopping_gateway_leaves_the_service_before_it_stops_listening():
+    spec = gateway.build_gateway_deployment(owner(gateway={"replicas": 2}))["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pause >= 3 and spec["template"]["spec"]["terminationGracePeriodSeconds"] > pause
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" and container["readinessProbe"]["periodSeconds"] == 1
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert spec["replicas"] == 2
+
+
+def test_gateway_disruption_budget_lets_one_gateway_go_at_a_time():
+    pdb = gateway.build_gateway_pdb(owner(), "policy/v1")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"][labels.COMPONENT] == labels.COMPONENT_GATEWAY
