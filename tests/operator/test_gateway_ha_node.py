@@ -1,11 +1,10 @@
 """The gateway survives losing a pod, on the real node through the real Service (kube-proxy):
 with two replicas, a gateway pod deleted while clients keep connecting costs no request; with one,
 the Service answers again once the replacement is ready. Each run records the longest stretch of
-refused or failed requests in artifacts/reliability.json (docs/benchmarks.md, Reliability)."""
+refused or failed requests (tests/fixtures/reliability.py)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,8 +14,7 @@ import pytest
 
 from omnikube import labels
 from tests.fixtures.omnideployment import eventually, load_sample
-from tests.fixtures.packaging import REPO
-from tests.operator.test_operator_node import dev_images  # noqa: F401 - fixture
+from tests.fixtures.reliability import record
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -67,14 +65,6 @@ class Prober:
         return gap
 
 
-def record(result: dict) -> None:
-    out = REPO / "artifacts" / "reliability.json"
-    out.parent.mkdir(exist_ok=True)
-    history = json.loads(out.read_text()) if out.exists() else []
-    out.write_text(json.dumps(history + [{"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **result}], indent=2))
-    print(f"reliability: {result}")
-
-
 def ready_endpoints(omni, name: str) -> list[str]:
     endpoints = omni.child("v1", "Endpoints", f"{name}-gateway") or {}
     return [a["targetRef"]["name"] for s in endpoints.get("subsets") or [] for a in s.get("addresses") or []]
@@ -86,7 +76,7 @@ def gateway_pods(omni, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("replicas", [2, 1], ids=["two-gateways", "one-gateway"])
-def test_a_deleted_gateway_pod_costs_no_request_with_two_replicas(omni, start_operator, dev_images, replicas):  # noqa: F811
+def test_a_deleted_gateway_pod_costs_no_request_with_two_replicas(omni, start_operator, omnikube_images, replicas):
     sample = load_sample("simulated")
     name, spec = sample["metadata"]["name"], sample["spec"]
     spec["workers"]["replicas"] = 1
