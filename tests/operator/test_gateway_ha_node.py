@@ -5,6 +5,7 @@ refused or failed requests (tests/fixtures/reliability.py)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,7 +67,8 @@ class Prober:
 
 
 def ready_endpoints(omni, name: str) -> list[str]:
-    endpoints = omni.child("v1", "Endpoints", f"{name}-gateway") or {}
+    out = omni.cluster.kubectl("get", "endpoints", "-n", omni.namespace, f"{name}-gateway", "-o", "json", check=False)
+    endpoints = json.loads(out.stdout) if out.returncode == 0 else {}
     return [a["targetRef"]["name"] for s in endpoints.get("subsets") or [] for a in s.get("addresses") or []]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.fixtures.omnideployment import eventually
 from tests.fixtures.processes import free_port
+from tests.fixtures.reliability import record
 from tests.operator.test_operator_cluster import spec
 
 pytestmark = pytest.mark.cluster
@@ -48,6 +49,6 @@ def test_a_second_operator_waits_while_the_first_leads_and_takes_over_when_it_st
     leader.stop()
     eventually(lambda: reconciles(follower_port) >= 1, 60, "the follower to take over")
     handover_s = time.monotonic() - stopped_at
-    print(f"leader handover: {handover_s:.1f} s from SIGTERM to the follower's first reconcile")
+    record({"test": "operator leader stopped", "handover_s": round(handover_s, 2)})
     omni.api.delete("v1", "Pod", omni.namespace, "led-worker-0")
     omni.wait_workers("led", ["led-worker-0"], timeout=30)
