@@ -28,7 +28,7 @@ import kopf
 
 from omnikube import labels
 
-from . import metrics
+from . import leadership, metrics
 from .kube import Kube
 from .reconcile import Outcome, Pods, Reconciler
 
@@ -67,6 +67,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix=labels.GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 120
+    leadership.configure(settings)
 
 
 # Handlers receive the object's labels as a kwarg named `labels`; these keep the module's at hand.

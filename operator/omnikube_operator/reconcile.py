@@ -14,7 +14,6 @@ by itself (retry) or needs a person (a condition with the reason; no retry).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
@@ -27,10 +26,11 @@ from pydantic import ValidationError
 from omnikube import labels
 from omnikube.spec import ModelCacheSource
 
-from . import autoscaling, configmap, gateway, health, metrics, model_cache, monitoring, pods, rbac, scaling, services, storage, validation
+from . import (autoscaling, configmap, gateway, health, metrics, model_cache, monitoring, pods, preflight, rbac, scaling, services,
+               storage, validation)
 from .context import Owner
 from .events import Recorder
-from .kube import Kube
+from .kube import Kube, api_message
 from .status import Observation, compute, pod_trouble
 
 log = logging.getLogger(__name__)
@@ -59,13 +59,6 @@ def contains(live: Any, want: Any) -> bool:
     if want is None:
         return live is None
     return live == want or str(live) == str(want)
-
-
-def _api_message(exc: ApiException) -> str:
-    try:
-        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
-    except ValueError:
-        return str(exc.reason)
 
 
 class NotOurs(Exception):
@@ -153,12 +146,12 @@ class Reconciler:
             obs.autoscaling = previous.get("autoscaling")  # until this pass looks again (the periodic one does)
         try:
             # Everything that decides whether this spec may be applied at all goes here, before any step.
-            obs.problems = validation.check(self.kube, owner)
+            obs.problems = validation.check(self.kube, owner) or preflight.check(self.kube, owner)
             self._observe(owner, pods, obs)
             if autoscale and not obs.problems:
                 owner, body = self._autoscale(owner, body, obs)
         except ApiException as exc:
-            obs.error = f"observing failed: {exc.status} {_api_message(exc)}"
+            obs.error = f"observing failed: {exc.status} {api_message(exc)}"
         if obs.problems:
             self.recorder.warning(body, "SpecRejected", "; ".join(p.message for p in obs.problems))
         else:
@@ -179,7 +172,7 @@ class Reconciler:
             try:
                 step(owner, body, obs)
             except (ApiException, NotOurs) as exc:
-                detail = f"{exc.status} {_api_message(exc)}" if isinstance(exc, ApiException) else str(exc)
+                detail = f"{exc.status} {api_message(exc)}" if isinstance(exc, ApiException) else str(exc)
                 obs.error = f"step {step.__name__} failed: {detail}"
                 metrics.RECONCILE_ERRORS_TOTAL.labels(step.__name__).inc()
                 self.recorder.warning(body, "ReconcileFailed", obs.error)
@@ -266,6 +259,7 @@ class Reconciler:
     def disruption_budget(self, owner: Owner, body: dict[str, Any], obs: Observation) -> None:
         api_version = "policy/v1" if self.kube.served("policy/v1", "PodDisruptionBudget") else "policy/v1beta1"
         self.ensure(owner, body, pods.build_pdb(owner, api_version))
+        self.ensure(owner, body, gateway.build_gateway_pdb(owner, api_version))
 
     def monitoring(self, owner: Owner, body: dict[str, Any], obs: Observation) -> None:
         wanted = {"ServiceMonitor": monitoring.build_service_monitor(owner), "PodMonitor": monitoring.build_pod_monitor(owner)}
@@ -355,7 +349,7 @@ class Reconciler:
                 service = self.kube.get("v1", "Service", owner.namespace, owner.gateway)
                 obs.gateway_endpoint = services.gateway_endpoint(owner, service) if service else None
         except ApiException as exc:
-            obs.error = obs.error or f"reading the gateway failed: {exc.status} {_api_message(exc)}"
+            obs.error = obs.error or f"reading the gateway failed: {exc.status} {api_message(exc)}"
 
     def _still_there(self, owner: Owner, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The index's worker pods, less those already gone. kopf's index lags a moment behind the
