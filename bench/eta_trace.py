@@ -67,7 +67,7 @@ class Outcome:
     started: float | None = None
     ended: float | None = None
     queued: bool | None = None      # what the gateway said, where it says it
-    live_eta_s: float | None = None  # gateway's estimate on entering the queue (wall seconds)
+    live_estimated_wait_s: float | None = None  # gateway's estimate on entering the queue (wall seconds)
     error: str | None = None
 
 
@@ -138,7 +138,7 @@ class Driver:
             raise RuntimeError(f"chat: HTTP {response.status_code}: {str(data)[:200]}")
         out.started = out.arrived + data["queue_wait_ms"] / 1000
         if data["queue_wait_ms"] > 0:
-            out.live_eta_s = data.get("estimated_queue_wait_s")
+            out.live_estimated_wait_s = data.get("estimated_queue_wait_s")
 
     async def _streaming(self, out: Outcome) -> None:
         async with websockets.connect(f"{self.ws_base}/ws/chat", max_size=None, compression=None,
@@ -169,7 +169,7 @@ class Driver:
                 kind = frame.get("type")
                 if kind == "queued":
                     out.queued = True
-                    out.live_eta_s = frame.get("estimated_wait_s")
+                    out.live_estimated_wait_s = frame.get("estimated_wait_s")
                 elif kind == "queue_done":
                     out.started = time.monotonic()
                 elif kind == "prepared":
@@ -273,8 +273,8 @@ def replay(outcomes: list[Outcome], workers: int, compression: float, estimator:
 
 def live(outcomes: list[Outcome], compression: float) -> list[Prediction]:
     """What the running gateway told clients on entering the queue (chat and duplex say it)."""
-    return [Prediction(o, o.live_eta_s * compression, (o.started - o.arrived) * compression)
-            for o in outcomes if o.error is None and o.live_eta_s is not None and _waited(o, compression)]
+    return [Prediction(o, o.live_estimated_wait_s * compression, (o.started - o.arrived) * compression)
+            for o in outcomes if o.error is None and o.live_estimated_wait_s is not None and _waited(o, compression)]
 
 
 def run(ctx: Context, seed: int = SEED, workers: int = 4, load: float = 0.9) -> Section:
@@ -338,7 +338,7 @@ def save_outcomes(path: Path, outcomes: list[Outcome], seed: int, workers: int, 
         "outcomes": [
             {"index": o.item.index, "type": o.item.task_type.value, "arrival_trace_s": o.item.arrival_s,
              "duration_trace_s": o.item.duration_s, "arrived": o.arrived, "started": o.started, "ended": o.ended,
-             "queued": o.queued, "live_eta_s": o.live_eta_s, "error": o.error} for o in outcomes],
+             "queued": o.queued, "live_estimated_wait_s": o.live_estimated_wait_s, "error": o.error} for o in outcomes],
     }, indent=1))
 
 
@@ -352,7 +352,9 @@ def load_outcomes(path: Path) -> tuple[list[Outcome], int, float, Timing | None]
         rows, workers, compression = data["outcomes"], data["workers"], data["compression"]
         health = data.get("worker_health", [])
     outcomes = [Outcome(TraceItem(r["index"], r["arrival_trace_s"], TaskType(r["type"]), r["duration_trace_s"]),
-                        r["arrived"], r["started"], r["ended"], r["queued"], r["live_eta_s"], r["error"])
+                        r["arrived"], r["started"], r["ended"], r["queued"],
+                        r.get("live_estimated_wait_s", r.get("live_eta_s")),  # older files: live_eta_s
+                        r["error"])
                 for r in rows]
     return outcomes, workers, compression, Timing.reported(health, compression)
 
