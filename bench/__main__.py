@@ -13,12 +13,12 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import discovery, eta_trace, http_overhead, media, operator_bench, ws_overhead
+from . import autoscale_bench, discovery, eta_trace, http_overhead, media, operator_bench, reliability, ws_overhead
 from .context import Context
 from .procs import REPO
 from .report import Machine, Section, load_average, render, replace_section
 
-BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench, media]
+BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench, media, autoscale_bench, reliability]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 

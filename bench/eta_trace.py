@@ -37,7 +37,7 @@ import websockets
 
 from omnikube.config import ServiceSection
 from omnikube.protocol import TaskType
-from omnikube_gateway.eta import Durations, Estimator, ResidualEstimator, Running, SeedEstimator, baselines_from_config
+from omnikube_gateway.eta import Durations, Estimator, Job, ResidualEstimator, Running, SeedEstimator, baselines_from_config
 
 from .context import Context
 from .procs import REPO, ProcessGroup, free_ports
@@ -56,7 +56,8 @@ PREFILL_TRACE_S = 0.5
 MAX_REPLY_TOKENS = 26      # the simulated reply to PROMPT is 26 words long
 PROMPT = "please tell me a long story about the sea the wind the ships and the people who sail them"
 QUEUED_MIN_TRACE_S = 1.0   # waits shorter than this are immediate dispatch plus connection set-up
-ORACLE = "ours told the true durations (replayed)"
+ORACLE = "ours told the true durations, no budgets (replayed)"
+NO_BUDGETS = "ours without token budgets (replayed)"
 
 
 @dataclass
@@ -66,7 +67,7 @@ class Outcome:
     started: float | None = None
     ended: float | None = None
     queued: bool | None = None      # what the gateway said, where it says it
-    live_eta_s: float | None = None  # gateway's estimate on entering the queue (wall seconds)
+    live_estimated_wait_s: float | None = None  # gateway's estimate on entering the queue (wall seconds)
     error: str | None = None
 
 
@@ -137,7 +138,7 @@ class Driver:
             raise RuntimeError(f"chat: HTTP {response.status_code}: {str(data)[:200]}")
         out.started = out.arrived + data["queue_wait_ms"] / 1000
         if data["queue_wait_ms"] > 0:
-            out.live_eta_s = data.get("estimated_queue_wait_s")
+            out.live_estimated_wait_s = data.get("estimated_queue_wait_s")
 
     async def _streaming(self, out: Outcome) -> None:
         async with websockets.connect(f"{self.ws_base}/ws/chat", max_size=None, compression=None,
@@ -168,7 +169,7 @@ class Driver:
                 kind = frame.get("type")
                 if kind == "queued":
                     out.queued = True
-                    out.live_eta_s = frame.get("estimated_wait_s")
+                    out.live_estimated_wait_s = frame.get("estimated_wait_s")
                 elif kind == "queue_done":
                     out.started = time.monotonic()
                 elif kind == "prepared":
@@ -205,37 +206,75 @@ def _waited(out: Outcome, compression: float, busy: bool = True) -> bool:
     return actual >= QUEUED_MIN_TRACE_S and (out.queued if out.queued is not None else busy)
 
 
-def replay(outcomes: list[Outcome], workers: int, compression: float, estimator: Estimator) -> list[Prediction]:
+@dataclass(frozen=True)
+class Timing:
+    """What the workers reported of their generations (`/health`), in trace seconds."""
+
+    overhead_s: float
+    per_token_s: float
+
+    @classmethod
+    def reported(cls, health: list[dict], compression: float) -> Timing | None:
+        """The mean over the workers that measured any generation; None if none did."""
+        fits = [(h["generation_overhead_ms"], h["ms_per_token"]) for h in health if h.get("ms_per_token")]
+        if not fits:
+            return None
+        return cls(compression * sum(f[0] for f in fits) / len(fits) / 1000,
+                   compression * sum(f[1] for f in fits) / len(fits) / 1000)
+
+    def budget(self, item: TraceItem) -> float | None:
+        """As the gateway computes it: the request's max_new_tokens at the workers' measured pace."""
+        if item.task_type not in (TaskType.chat, TaskType.streaming):
+            return None
+        return self.overhead_s + tokens_for(item.duration_s) * self.per_token_s
+
+
+def replay(outcomes: list[Outcome], workers: int, compression: float, estimator: Estimator,
+           timing: Timing | None = None) -> list[Prediction]:
     """Predict, for every queued request, its wait as `estimator` would have at its arrival.
 
     The estimator sees what the gateway saw at that instant, in trace seconds: the sessions running
-    (type, age), the tickets ahead in FIFO order, and the durations of every session that had ended.
+    (type, age, budget), the tickets ahead in FIFO order (with their budgets), and the durations
+    of every session that had ended. Budgets exist only with the workers' reported `timing`.
     """
     done = sorted((o for o in outcomes if o.error is None), key=lambda o: o.arrived)
     endings = sorted(done, key=lambda o: o.ended)
+
+    def budget(o: Outcome) -> float | None:
+        return timing.budget(o.item) if timing is not None else None
+
+    def job(o: Outcome) -> TaskType | Job:
+        return o.item.task_type if budget(o) is None else Job(o.item.task_type, budget(o))
+
+    def record(o: Outcome) -> None:
+        duration = (o.ended - o.started) * compression
+        if budget(o) is None:
+            estimator.record(o.item.task_type, duration)
+        else:
+            estimator.record(o.item.task_type, duration, budget_s=budget(o))
+
     fed = 0
     predictions = []
     for out in done:
         now = out.arrived
         while fed < len(endings) and endings[fed].ended <= now:
-            ended = endings[fed]
-            estimator.record(ended.item.task_type, (ended.ended - ended.started) * compression)
+            record(endings[fed])
             fed += 1
-        running = [Running(o.item.task_type, (now - o.started) * compression)
+        running = [Running(o.item.task_type, (now - o.started) * compression, budget(o))
                    for o in done if o.started <= now < o.ended][:workers]
-        ahead = [o.item.task_type for o in done if o.arrived < now < o.started]
+        ahead = [job(o) for o in done if o.arrived < now < o.started]
         if not _waited(out, compression, busy=len(running) >= workers or bool(ahead)):
             continue
         slots: list[Running | None] = running + [None] * (workers - len(running))
-        predicted = estimator.queue_waits(slots, ahead + [out.item.task_type])[-1]
+        predicted = estimator.queue_waits(slots, ahead + [job(out)])[-1]
         predictions.append(Prediction(out, predicted, (out.started - out.arrived) * compression))
     return predictions
 
 
 def live(outcomes: list[Outcome], compression: float) -> list[Prediction]:
     """What the running gateway told clients on entering the queue (chat and duplex say it)."""
-    return [Prediction(o, o.live_eta_s * compression, (o.started - o.arrived) * compression)
-            for o in outcomes if o.error is None and o.live_eta_s is not None and _waited(o, compression)]
+    return [Prediction(o, o.live_estimated_wait_s * compression, (o.started - o.arrived) * compression)
+            for o in outcomes if o.error is None and o.live_estimated_wait_s is not None and _waited(o, compression)]
 
 
 def run(ctx: Context, seed: int = SEED, workers: int = 4, load: float = 0.9) -> Section:
@@ -249,19 +288,25 @@ def run(ctx: Context, seed: int = SEED, workers: int = 4, load: float = 0.9) -> 
         started = time.monotonic()
         outcomes = asyncio.run(Driver(gateway.url, compression).run(trace))
         wall_s = time.monotonic() - started
-    save_outcomes(log_dir / "outcomes.json", outcomes, seed, workers, load, compression)
-    results = compare(outcomes, workers, compression)
+        # What the workers measured of their chats, as the gateway's probes read it (it is a pace,
+        # steady over the run: read once at the end rather than tracked through it).
+        health = [httpx.get(f"http://127.0.0.1:{port}/health", timeout=5.0).json() for port in ports]
+    save_outcomes(log_dir / "outcomes.json", outcomes, seed, workers, load, compression, health)
+    timing = Timing.reported(health, compression)
+    results = compare(outcomes, workers, compression, timing)
     results["ours (live gateway)"] = live(outcomes, compression)
-    return _section(results, outcomes, trace, seed, workers, load, compression, wall_s)
+    return _section(results, outcomes, trace, seed, workers, load, compression, wall_s, timing)
 
 
-def compare(outcomes: list[Outcome], workers: int, compression: float) -> dict[str, list[Prediction]]:
-    """Both estimators replayed on the same events, each from the seed's default baselines, and ours
-    told the trace's true duration distributions (a floor for any estimator that sees what ours sees)."""
+def compare(outcomes: list[Outcome], workers: int, compression: float,
+            timing: Timing | None) -> dict[str, list[Prediction]]:
+    """Both estimators replayed on the same events, each from the seed's default baselines; ours also
+    without token budgets, and told the trace's true duration distributions instead of budgets."""
     baselines = baselines_from_config(ServiceSection())
     return {
-        "ours (replayed)": replay(outcomes, workers, compression, ResidualEstimator(baselines)),
-        "seed rule (replayed)": replay(outcomes, workers, compression, SeedEstimator(baselines)),
+        "ours (replayed)": replay(outcomes, workers, compression, ResidualEstimator(baselines), timing),
+        "seed rule (replayed)": replay(outcomes, workers, compression, SeedEstimator(baselines), timing),
+        NO_BUDGETS: replay(outcomes, workers, compression, ResidualEstimator(baselines)),
         ORACLE: replay(outcomes, workers, compression, KnownDurations(baselines)),
     }
 
@@ -287,28 +332,31 @@ def _held(task_type: TaskType, duration_s: float) -> float:
 
 
 def save_outcomes(path: Path, outcomes: list[Outcome], seed: int, workers: int, load: float,
-                  compression: float) -> None:
+                  compression: float, health: list[dict]) -> None:
     path.write_text(json.dumps({
-        "seed": seed, "workers": workers, "load": load, "compression": compression,
+        "seed": seed, "workers": workers, "load": load, "compression": compression, "worker_health": health,
         "outcomes": [
             {"index": o.item.index, "type": o.item.task_type.value, "arrival_trace_s": o.item.arrival_s,
              "duration_trace_s": o.item.duration_s, "arrived": o.arrived, "started": o.started, "ended": o.ended,
-             "queued": o.queued, "live_eta_s": o.live_eta_s, "error": o.error} for o in outcomes],
+             "queued": o.queued, "live_estimated_wait_s": o.live_estimated_wait_s, "error": o.error} for o in outcomes],
     }, indent=1))
 
 
-def load_outcomes(path: Path) -> tuple[list[Outcome], int, float]:
-    """Outcomes, workers and compression of a recorded run (older files are a bare list: 4 workers,
-    60x for the 80 requests of --quick, else 30x)."""
+def load_outcomes(path: Path) -> tuple[list[Outcome], int, float, Timing | None]:
+    """Outcomes, workers, compression and the workers' reported timing of a recorded run (older
+    files are a bare list: 4 workers, 60x for the 80 requests of --quick, else 30x; no timing)."""
     data = json.loads(path.read_text())
     if isinstance(data, list):
-        rows, workers, compression = data, 4, 60.0 if len(data) == 80 else 30.0
+        rows, workers, compression, health = data, 4, 60.0 if len(data) == 80 else 30.0, []
     else:
         rows, workers, compression = data["outcomes"], data["workers"], data["compression"]
+        health = data.get("worker_health", [])
     outcomes = [Outcome(TraceItem(r["index"], r["arrival_trace_s"], TaskType(r["type"]), r["duration_trace_s"]),
-                        r["arrived"], r["started"], r["ended"], r["queued"], r["live_eta_s"], r["error"])
+                        r["arrived"], r["started"], r["ended"], r["queued"],
+                        r.get("live_estimated_wait_s", r.get("live_eta_s")),  # older files: live_eta_s
+                        r["error"])
                 for r in rows]
-    return outcomes, workers, compression
+    return outcomes, workers, compression, Timing.reported(health, compression)
 
 
 def fifo_outcomes(trace: list[TraceItem], workers: int, seed: int) -> list[Outcome]:
@@ -328,7 +376,8 @@ def fifo_outcomes(trace: list[TraceItem], workers: int, seed: int) -> list[Outco
 
 
 def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trace: list[TraceItem],
-             trace_seed: int, workers: int, load: float, compression: float, wall_s: float) -> Section:
+             trace_seed: int, workers: int, load: float, compression: float, wall_s: float,
+             timing: Timing | None) -> Section:
     rows = []
     for name, predictions in results.items():
         errors = [p.error for p in predictions]
@@ -345,8 +394,10 @@ def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trac
             by_type.append([task_type.value] + cells)
     ours = percentile([p.error for p in results["ours (replayed)"]], 50)
     seed = percentile([p.error for p in results["seed rule (replayed)"]], 50)
+    p90 = {name: percentile([p.error for p in results[name]], 90) for name in ("ours (replayed)", "seed rule (replayed)")}
     target = Target(TARGETS[0], ours <= seed / 2 if ours == ours and seed == seed else None,
-                    f"ours {fmt_pct(ours)} vs seed {fmt_pct(seed)} (ratio {fmt(ours / seed if seed else float('nan'), 2)})")
+                    f"ours {fmt_pct(ours)} vs seed {fmt_pct(seed)} (ratio {fmt(ours / seed if seed else float('nan'), 2)}); "
+                    f"p90 {fmt_pct(p90['ours (replayed)'])} vs {fmt_pct(p90['seed rule (replayed)'])}")
     failed = [o for o in outcomes if o.error]
     waits = [(o.started - o.arrived) * compression for o in outcomes if o.error is None]
     method = " ".join(__doc__.split("\n", 1)[1].split())
@@ -363,9 +414,16 @@ def _section(results: dict[str, list[Prediction]], outcomes: list[Outcome], trac
         "Both replays start from the seed's default baselines (chat 15 s, streaming 20 s, audio duplex 120 s, "
         "omni duplex 90 s; the original gave `/ws/chat` 30 s, so 20 s is the kinder choice for the seed) and learn "
         "from the durations of sessions that ended before each arrival.",
+        "Token budgets: chat (`POST /api/chat`) and streaming chat (`/ws/chat`) requests carry `max_new_tokens`, "
+        "and the workers report their measured pace on `/health` (`generation_overhead_ms`, `ms_per_token`, fitted "
+        "over their own chats); ours turns the two into each chat's budget, as the live gateway does. "
+        + (f"Reported at the end of this run (mean of {workers} workers, in trace s): {timing.overhead_s:.2f} s + "
+           f"{timing.per_token_s:.2f} s per token." if timing is not None else "No worker reported a pace in this run.")
+        + f" '{NO_BUDGETS}' is the same estimator told no budgets (types and ages only).",
         f"'{ORACLE}' is our method given the trace generator's exact duration distributions instead of "
-        "learning them: about the best any estimator can do that, like these, knows only the running sessions' "
-        "types and ages and the queued tickets' types; what is left is which sessions happen to run long.",
+        "learning them, and no budgets: about the best any estimator can do that knows only the running sessions' "
+        "types and ages and the queued tickets' types; what is left is which sessions happen to run long. Budgets "
+        "are information beyond that; duplex sessions have none (their clients decide when they end).",
         f"The live column is compressed like the trace, but the gateway rounds ETAs to 0.1 wall s ({0.1 * compression:g} "
         f"trace s at {compression:g}x), so it is shown for reference only; `/ws/chat` sends no queue frames and has "
         "no live estimate.",
@@ -379,7 +437,7 @@ def _summary(name: str, results: dict[str, list[Prediction]]) -> str:
     cells = []
     for label, predictions in results.items():
         errors = [p.error for p in predictions]
-        short = "told true durations" if label == ORACLE else label.split(" (")[0]
+        short = {ORACLE: "told true durations", NO_BUDGETS: "no budgets"}.get(label, label.split(" (")[0])
         cells.append(f"{short} {fmt_pct(percentile(errors, 50))} / {fmt_pct(percentile(errors, 90))}")
     return f"{name}: n={len(next(iter(results.values())))}, median / p90 error: " + ", ".join(cells)
 
@@ -406,13 +464,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay":
         for path in args.paths:
-            outcomes, workers, compression = load_outcomes(path)
-            print(_summary(str(path), compare(outcomes, workers, compression)))
+            outcomes, workers, compression, timing = load_outcomes(path)
+            print(_summary(str(path), compare(outcomes, workers, compression, timing)))
     elif args.command == "simulate":
         pooled: dict[str, list[Prediction]] = {}
         for seed in _seeds(args.seeds):
             trace = synthetic_trace(seed, args.count, args.workers, args.load)
-            results = compare(fifo_outcomes(trace, args.workers, seed), args.workers, 1.0)
+            results = compare(fifo_outcomes(trace, args.workers, seed), args.workers, 1.0,
+                              Timing(PREFILL_TRACE_S, TOKEN_TRACE_S))
             print(_summary(f"seed {seed}", results))
             for label, predictions in results.items():
                 pooled.setdefault(label, []).extend(predictions)

@@ -177,6 +177,9 @@ TARGETS_HEADER = "| benchmark | target | verdict | measured |"
 def replace_section(markdown: str, section: Section) -> str:
     """`markdown` (a report) with `section`'s block, target rows and closing note lines replaced."""
     lines = markdown.rstrip("\n").split("\n")
+    if f"## {section.title}" not in lines:  # a benchmark new since the full run: before the closing note
+        closing = lines.index("## Closing note")
+        lines[closing:closing] = [f"## {section.title}", ""]
     start = lines.index(f"## {section.title}")
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("## "))
     lines[start:end] = _block(section)

@@ -6,6 +6,7 @@ Shared by the worker (which speaks it) and the gateway (which routes and relays 
 
 from __future__ import annotations
 
+import json
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
@@ -54,10 +55,34 @@ WS_MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 PAUSE_TIMEOUT_CLOSE_REASON = "Pause timeout"
 CLOSE_TRY_AGAIN_LATER = 1013  # WebSocket close code for "not ready" / "busy"
+# The `error` of a worker's /ws/chat that another session holds (the request frame comes before
+# admission there, so it cannot refuse the handshake); the gateway moves on when it reads it.
+WORKER_BUSY_ERROR = "Worker busy"
 
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+class NotAJsonObject(ValueError):
+    """A frame or body that is not one JSON object; the message is meant for the sender."""
+
+
+def loads_object(text: str | bytes) -> dict[str, Any]:
+    """Parse one JSON object. Nesting deeper than Python's recursion limit makes `json` raise
+    RecursionError (a RuntimeError, so handlers that catch ValueError let it kill the session):
+    it is the sender's mistake like any other malformed frame, and is reported as one."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotAJsonObject(f"malformed JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise NotAJsonObject(f"not UTF-8 text: {exc}") from None
+    except RecursionError:
+        raise NotAJsonObject("JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise NotAJsonObject("expected a JSON object")
+    return data
 
 
 # ---- content items and chat (POST /chat, WS /ws/chat) ------------------------------------------
@@ -201,6 +226,8 @@ class WsChatRequest(_Wire):
 
 
 class WorkerHealthResponse(_Wire):
+    """`GET /health` of a worker: written by the worker, read by the gateway's health probes."""
+
     status: Literal["healthy", "error", "initializing"]
     worker_status: WorkerStatus
     gpu_id: int
@@ -213,6 +240,10 @@ class WorkerHealthResponse(_Wire):
     backend: str
     simulated: bool
     worker_index: int = 0
+    # Measured over this worker's chats (worker/pace.py): a chat takes about
+    # generation_overhead_ms + ms_per_token * generated tokens. None before its first chat.
+    generation_overhead_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
+    ms_per_token: float | None = Field(None, ge=0, allow_inf_nan=False)
 
 
 # ---- full duplex (WS /ws/duplex) ----------------------------------------------------------------
@@ -353,3 +384,45 @@ class StreamingGenerate(_Wire):
     generate_audio: bool = True
     max_new_tokens: int = Field(256, ge=1, le=4096)
     length_penalty: float = Field(1.1, ge=0.1, le=5.0)
+
+
+# ---- gateway to client: queue frames, errors, refusals ------------------------------------------
+
+class QueueFrame(_Wire):
+    """Where a waiting session stands. `/ws/*` sends it as `queued` (first, with the ticket id) and
+    `queue_update`; `/v1/realtime` as `session.queued` / `session.queue_update`; the SSE stream of
+    `/v1/chat/completions` as a comment. `estimated_wait_s` is the one name of the ETA everywhere
+    (POST /api/chat's answer alone says `estimated_queue_wait_s`, as the original's clients read it)."""
+
+    type: str
+    position: int = Field(ge=1)
+    estimated_wait_s: float = Field(ge=0)
+    queue_length: int = Field(ge=0)
+    ticket_id: str | None = None
+
+
+class ErrorFrame(_Wire):
+    """`error` of the worker's and the gateway's `/ws/*` routes. `code` is an Omnikube addition,
+    sent where a client can act on it (and left out otherwise, as the original's frames have none)."""
+
+    type: Literal["error"] = "error"
+    error: str
+    code: Literal["worker_lost", "gateway_stopping", "bad_frame"] | None = None
+
+
+class RefusalReason(str, Enum):
+    """Why a request got no worker. The values are the gateway's metric outcomes."""
+
+    queue_full = "queue_full"
+    queue_timeout = "queue_timeout"
+    cancelled = "cancelled"
+    no_worker = "worker_failed"
+
+
+class Refusal(_Wire):
+    """A request the gateway could not serve, before any worker answered: one mapping from the
+    queue's outcomes, rendered by each protocol as its own error (frame, event or HTTP status)."""
+
+    reason: RefusalReason
+    message: str
+    retry_after_s: float | None = None

@@ -142,6 +142,26 @@ class _Scheduling(_ApiModel):
 # --- cluster settings ----------------------------------------------------------------------------
 
 
+class AutoscalingSpec(_ApiModel):
+    """Workers follow the load the gateway measures: its queue length and the queue wait it
+    estimates for each task type (the ETA it tells clients)."""
+
+    enabled: bool = Field(False, description="Let the operator set spec.workers.replicas from the gateway's queue; off: replicas is yours (kubectl scale, an HPA, KEDA).")
+    min_replicas: int = Field(1, ge=0, description="Fewest workers, even with no load.")
+    max_replicas: int = Field(4, ge=1, description="Most workers (GPUs) the autoscaler asks for; at most spec.workers.maxReplicas.")
+    target_queue_wait_seconds: float = Field(
+        30.0, gt=0,
+        description="Queue wait the gateway may estimate for a queued request before workers are added (one per waiting request not yet covered by a starting worker).",
+    )
+    scale_up_stabilization_seconds: int = Field(
+        0, ge=0, description="Scale up to the smallest size recommended over this window (0: as soon as the target is missed).",
+    )
+    scale_down_stabilization_seconds: int = Field(
+        300, ge=0,
+        description="Scale down only to the largest size recommended over this window, so bursty load does not flap workers. Only idle workers are removed; busy ones are drained, never cut.",
+    )
+
+
 class WorkersSpec(_Scheduling):
     """The per-GPU worker pods: each holds one loaded model and serves one session at a time."""
 
@@ -161,6 +181,7 @@ class WorkersSpec(_Scheduling):
     termination_grace_period_seconds: int = Field(
         30, ge=0, description="Time a worker gets to finish after SIGTERM."
     )
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Scale workers on the gateway's queue wait (off by default).")
 
 
 class ServiceType(str, Enum):
@@ -339,6 +360,18 @@ class WorkerSummary(_ApiModel):
     message: str = Field("", description="Why the pod is not ready, when it is not.")
 
 
+class AutoscalingStatus(_ApiModel):
+    """What the autoscaler saw and decided on its last look."""
+
+    desired_replicas: int | None = Field(None, description="Workers the autoscaler wants now (within its bounds).")
+    queue_length: int | None = Field(None, description="Requests waiting across the gateway replicas.")
+    queue_wait_seconds: float | None = Field(None, description="Longest queue wait the gateway estimates for a new request (max over task types).")
+    busy_workers: int | None = Field(None, description="Workers whose /health says they hold a session.")
+    decision: str = Field("", description="ScaleUp, ScaleDown, Hold, or Clamped (replicas outside the bounds were brought inside).")
+    reason: str = Field("", description="Why, in words.")
+    last_scale_time: str | None = Field(None, description="When the autoscaler last changed spec.workers.replicas (RFC 3339).")
+
+
 class OmniDeploymentStatus(_ApiModel):
     """Observed state, written by the operator."""
 
@@ -354,6 +387,7 @@ class OmniDeploymentStatus(_ApiModel):
     gateway_endpoint: str | None = Field(None, description="Address clients use (Service DNS name and port).")
     queue_length: int | None = Field(None, description="Requests waiting in the gateway queue.")
     notes: list[str] = Field(default_factory=list, description="Things the operator skipped on purpose (e.g. no Prometheus Operator).")
+    autoscaling: AutoscalingStatus | None = Field(None, description="The autoscaler's last look, while spec.workers.autoscaling.enabled.")
 
 
 def render_config(spec: OmniDeploymentSpec, model_path: str | None = None) -> OmniConfig:

@@ -21,8 +21,7 @@ from omnikube.protocol import TaskType, WorkerStatus
 
 from .auth import require_admin, require_api_key
 from .dispatch import Dispatcher
-from .eta import Running
-from .registry import WIRE_LABEL, Session, Worker
+from .registry import WIRE_LABEL, Worker
 from .storage import atomic_write_json, read_limited
 
 router = APIRouter()
@@ -68,13 +67,9 @@ def running_tasks(dispatcher: Dispatcher) -> list[dict]:
             "request_type": WIRE_LABEL[session.task_type],
             "started_at": _iso(session.started_at),
             "elapsed_s": round(elapsed, 1),
-            "estimated_remaining_s": round(dispatcher.estimator.remaining(_running(session, now)), 1),
+            "estimated_remaining_s": round(dispatcher.estimated_remaining(worker, session), 1),
         })
     return tasks
-
-
-def _running(session: Session, now: float) -> Running:
-    return Running(session.task_type, session.active_seconds(now))
 
 
 @router.get("/status", dependencies=public)
@@ -136,7 +131,7 @@ async def queue(request: Request) -> dict:
     items = [
         {
             "ticket_id": t.ticket_id, "request_type": WIRE_LABEL[t.task_type], "session_id": t.session_id,
-            "position": t.position, "estimated_wait_s": t.eta_s, "enqueued_at": _iso(t.enqueued_at),
+            "position": t.position, "estimated_wait_s": t.estimated_wait_s, "enqueued_at": _iso(t.enqueued_at),
             "wait_elapsed_s": round(now - t.enqueued, 1),
         }
         for t in dispatcher.queue
@@ -152,7 +147,7 @@ async def ticket(ticket_id: str, request: Request) -> dict:
         return {"found": False, "message": "Ticket not in queue (may have been assigned or cancelled)"}
     return {"found": True, "ticket": {
         "ticket_id": t.ticket_id, "request_type": WIRE_LABEL[t.task_type], "session_id": t.session_id,
-        "enqueued_at": _iso(t.enqueued_at), "position": t.position, "estimated_wait_s": t.eta_s, "cancelled": t.cancelled,
+        "enqueued_at": _iso(t.enqueued_at), "position": t.position, "estimated_wait_s": t.estimated_wait_s, "cancelled": t.cancelled,
     }}
 
 
@@ -195,11 +190,9 @@ def eta_status(request: Request) -> dict:
 
 
 def apply_eta_config(app, config: EtaConfig) -> None:
-    estimator = app.state.dispatcher.estimator
-    for task_type, name in ETA_FIELDS.items():
-        estimator.baselines[task_type] = getattr(config, f"eta_{name}_s")
-    if config.ema_alpha is not None:
-        estimator.alpha = config.ema_alpha
+    """Hand the baselines to the dispatcher, which owns the estimator; the route keeps the echo."""
+    baselines = {task_type: getattr(config, f"eta_{name}_s") for task_type, name in ETA_FIELDS.items()}
+    app.state.dispatcher.configure_eta(baselines, config.ema_alpha)
     app.state.eta_config = config
 
 
@@ -216,7 +209,6 @@ async def get_eta(request: Request) -> dict:
 async def put_eta(config: EtaConfig, request: Request) -> dict:
     apply_eta_config(request.app, config)
     await asyncio.to_thread(atomic_write_json, eta_path(request.app), config.model_dump())
-    request.app.state.dispatcher.refresh()
     return eta_status(request)
 
 

@@ -3,7 +3,9 @@
 Start-up order: per-worker HTTP clients -> registry + dispatcher -> persisted state (ETA baselines,
 apps, API keys, ref-audio index) -> discovery (static list, or the pod watch) -> health probes (the
 first round is awaited, briefly, so the first request finds its workers) -> serve. Shut-down runs
-the same in reverse; waiting tickets are told the gateway is going away.
+the same in reverse, after live sessions were ended with an error frame (`SessionTracker`; the CLI's
+server does that on SIGTERM before uvicorn cuts the sockets); waiting tickets are told the gateway
+is going away.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from omnikube import labels
 
 from . import admin, apps, openai_api, presets, proxy_http, proxy_ws, realtime, recordings, ref_audio, web
 from .auth import KeySet, read_key_file
+from .client_session import SessionTracker
 from .discovery import PodWatcher, load_static
 from .dispatch import Dispatcher
 from .eta import ResidualEstimator, baselines_from_config
@@ -77,6 +80,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             yield
         finally:
             cleaner.cancel()
+            await state.sessions.stop_all()
             await dispatcher.stop()
             if state.watcher is not None:
                 await state.watcher.stop()
@@ -84,8 +88,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             await clients.aclose()
 
     app = FastAPI(title="Omnikube Gateway", version="0.1.0", lifespan=lifespan)
-    app.add_middleware(proxy_http.ChatFastPath)  # the hot path skips FastAPI's routing
     app.state.settings = settings
+    app.state.sessions = SessionTracker()
     for module in (admin, proxy_http, proxy_ws, apps, recordings, ref_audio, presets):
         app.include_router(module.router)
     app.include_router(web.router)

@@ -8,9 +8,11 @@ one-line reason, for a bad config, a bad `--workers` entry, a missing key file o
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -20,7 +22,11 @@ from omnikube.protocol import WS_MAX_MESSAGE_BYTES
 from . import tls
 from .settings import GatewaySettings, parse_workers, StaticWorker
 
+if TYPE_CHECKING:
+    from .client_session import SessionTracker
+
 log = logging.getLogger("omnikube_gateway")
+STOP_SESSIONS_TIMEOUT_S = 5.0  # each session needs one frame and a worker `close`; the pod's grace is longer
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="recordings, reference audio and gateway state (default service.data_dir)")
     p.add_argument("--api-keys-file", help="file with one API key per line; enables auth on the public API")
     p.add_argument("--admin-keys-file", help="file with one admin key per line; protects the admin API")
+    p.add_argument("--health-interval", type=float, help="seconds between /health probes of a healthy worker (default 5)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -74,6 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         max_queue_size=service.max_queue_size, request_timeout=service.request_timeout,
         https=args.https, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
         data_dir=Path(service.data_dir), api_keys_file=args.api_keys_file, admin_keys_file=args.admin_keys_file, lang=args.lang,
+        **({"health_interval_s": args.health_interval} if args.health_interval else {}),
     )
 
 
@@ -93,14 +101,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"omnikube-gateway: {exc}", file=sys.stderr)
         return 2
     from .app import create_app  # after argument errors, so --help stays fast
+    from .http_server import protocol_for
 
     scheme = "https" if settings.https else "http"
     log.info("gateway on %s://%s:%d", scheme, settings.host, settings.port)
-    uvicorn.run(
-        create_app(settings), host=settings.host, port=settings.port, ssl_certfile=ssl_files[0], ssl_keyfile=ssl_files[1],
+    app = create_app(settings)
+    GatewayServer(uvicorn.Config(
+        app, http=protocol_for(app), host=settings.host, port=settings.port, ssl_certfile=ssl_files[0], ssl_keyfile=ssl_files[1],
         ws_max_size=WS_MAX_MESSAGE_BYTES, ws_per_message_deflate=False, log_level=args.log_level, access_log=False,
-    )
+    ), app.state.sessions).run()
     return 0
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, except that on SIGTERM the live sessions are ended with an error frame first: uvicorn
+    itself cuts every WebSocket with a bare 1012 before the application hears of the shutdown."""
+
+    def __init__(self, config: uvicorn.Config, sessions: "SessionTracker") -> None:
+        super().__init__(config)
+        self.sessions = sessions
+
+    async def shutdown(self, sockets: list | None = None) -> None:
+        for server in self.servers:
+            server.close()  # no new connections while the live ones are told
+        try:
+            ended = await asyncio.wait_for(self.sessions.stop_all(), STOP_SESSIONS_TIMEOUT_S)
+            log.info("ended %d live sessions before stopping", ended)
+        except asyncio.TimeoutError:
+            log.warning("live sessions did not end within %g s", STOP_SESSIONS_TIMEOUT_S)
+        await super().shutdown(sockets)
 
 
 if __name__ == "__main__":

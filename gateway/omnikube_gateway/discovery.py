@@ -5,12 +5,14 @@ Kubernetes mode lists the pods matching the selector, then watches from that res
 A pod is routable when it is Ready, has a podIP and no deletionTimestamp, and is not drained
 (annotation `omnikube.labels.DRAIN` = "true"); the moment any of that stops being true, the
 registry hears of it and no new work goes there (a drained worker keeps its running session).
-A pod that stops matching the selector (relabelled) arrives as DELETED. The port comes from the
-`WORKER_PORT` annotation, else `worker_base_port + worker-index label`.
+A pod that stops matching the selector (relabelled) arrives as DELETED. Host and port follow
+`omnikube.workers.pod_address`, the rule the operator uses too.
 
 Failure handling: 410 Gone (the resourceVersion expired) relists at once; any other error (API
-server restart, network) retries with exponential backoff up to 10 s, and the workers known so
-far stay in the registry meanwhile, so routing continues through an API outage.
+server restart, network) retries with exponential backoff up to 1 s, so the watch is back within
+about a second of the API server returning (one refused connection a second costs an API server
+nothing). The workers known so far stay in the registry meanwhile, so routing continues through
+an API outage.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from omnikube import labels
+from omnikube import labels, workers
 
 from . import metrics
 from .kube import KubeAuth
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 WATCH_TIMEOUT_S = 240
 BACKOFF_START_S = 0.2
-BACKOFF_MAX_S = 10.0
+BACKOFF_MAX_S = 1.0
 
 
 def load_static(registry: WorkerRegistry, workers: list[StaticWorker]) -> None:
@@ -141,19 +143,18 @@ class PodWatcher:
         meta, status = pod.get("metadata") or {}, pod.get("status") or {}
         name = meta["name"]
         pod_labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-        ip = status.get("podIP")
-        ready = bool(ip) and not meta.get("deletionTimestamp") and any(
+        address = workers.pod_address(pod, self.base_port)
+        ready = address is not None and not meta.get("deletionTimestamp") and any(
             c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
         )
         draining = annotations.get(labels.DRAIN) == "true"
         index = _int(pod_labels.get(labels.WORKER_INDEX), 0)
-        port = _int(annotations.get(labels.WORKER_PORT), self.base_port + index)
         known = self.registry.get(name)
-        if not ip:
+        if address is None:  # an IP gone (pod stopping): keep the last one so its session can finish
             if known is None:
                 return None
-            ip = known.host
-        self.registry.upsert(name, ip, port, index, ready=ready, draining=draining)
+            address = (known.host, workers.pod_port(pod, self.base_port))
+        self.registry.upsert(name, *address, index, ready=ready, draining=draining)
         return name
 
 

@@ -36,7 +36,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from omnikube.protocol import TaskType
 
 from . import metrics
-from .eta import Estimator, Running
+from .eta import Estimator, Job, Running
 from .queue import Ticket, WaitQueue, new_ticket_id
 from .registry import Session, Worker, WorkerRegistry
 
@@ -68,7 +68,7 @@ class QueueCancelled(Exception):
 class QueueUpdate:
     ticket_id: str
     position: int  # 1-based among waiting tickets
-    eta_seconds: float
+    estimated_wait_s: float
     queue_length: int
 
 
@@ -106,6 +106,14 @@ class Lease:
         """The worker answered with an error (it is alive)."""
         if self.outcome == "ok":
             self.outcome = "worker_error"
+
+    def refused(self, reason: str) -> None:
+        """The worker is alive but taken (by a session another gateway started): it is not handed
+        out again until a health probe sent after this moment says it is idle."""
+        self.worker_error()
+        if self._dispatcher is not None:
+            self._dispatcher.registry.mark_taken(self.worker_id, reason)
+        log.info("worker %s refused %s: %s", self.worker_id, self.ticket_id, reason)
 
     def pause(self) -> None:
         if self._dispatcher and self._worker and self._session:
@@ -168,22 +176,24 @@ class Dispatcher:
         *,
         on_update: Callable[[QueueUpdate], Awaitable[None]] | None = None,
         session_id: str | None = None,
+        max_new_tokens: int | None = None,
     ) -> AsyncIterator[Lease]:
         task_type = TaskType(task_type)
         arrived = self._clock()
         ticket = Ticket(
-            new_ticket_id(), task_type, session_id, datetime.now(), arrived, asyncio.get_running_loop().create_future()
+            new_ticket_id(), task_type, session_id, datetime.now(), arrived, asyncio.get_running_loop().create_future(),
+            max_new_tokens=max_new_tokens,
         )
         worker = self._pick(ticket) if len(self.queue) == 0 else None
         if worker is not None:
-            session = self.registry.acquire(worker, ticket.ticket_id, task_type, session_id)
+            session = self.registry.acquire(worker, ticket.ticket_id, task_type, session_id, max_new_tokens)
         else:
             worker, session = await self._wait_in_queue(ticket, on_update)
         waited = self._clock() - arrived
         metrics.QUEUE_WAIT.labels(task_type.value).observe(waited)
         metrics.ACTIVE_SESSIONS.labels(task_type.value).inc()
         lease = Lease(
-            ticket.ticket_id, worker.worker_id, worker.http_url, worker.ws_url, task_type, waited, ticket.initial_eta_s,
+            ticket.ticket_id, worker.worker_id, worker.http_url, worker.ws_url, task_type, waited, ticket.entry_estimated_wait_s,
             _dispatcher=self, _worker=worker, _session=session,
         )
         try:
@@ -213,8 +223,9 @@ class Dispatcher:
         """A lease() entered now would get a worker without queueing."""
         return len(self.queue) == 0 and self.registry.any_available()
 
-    def refresh(self) -> None:
-        """Recompute positions and ETAs now (e.g. after the baselines changed)."""
+    def configure_eta(self, baselines: dict[TaskType, float], alpha: float | None = None) -> None:
+        """New ETA baselines: the estimator takes them, and every waiting ticket is re-estimated."""
+        self.estimator.configure(baselines, alpha)
         self._recompute()
 
     def snapshot(self, ticket_id: str) -> Ticket | None:
@@ -225,17 +236,17 @@ class Dispatcher:
 
     def estimate_for(self, task_type: TaskType) -> float:
         """Wait a new ticket of this type would have now."""
-        return self.estimator.queue_waits(self._capacity(), [t.task_type for t in self.queue] + [task_type])[-1]
+        return self.estimator.queue_waits(self._capacity(), self._queued() + [task_type])[-1]
 
     # -- queue mechanics -----------------------------------------------------------------------
     async def _wait_in_queue(self, ticket: Ticket, on_update) -> tuple[Worker, Session]:
         if len(self.queue) >= self.max_queue_size:
             metrics.REQUESTS.labels(ticket.task_type.value, "queue_full").inc()
             head = self.queue.head()
-            raise QueueFull(self.max_queue_size, max(1.0, round(head.eta_s if head else 1.0)))
+            raise QueueFull(self.max_queue_size, max(1.0, round(head.estimated_wait_s if head else 1.0)))
         self.queue.append(ticket)
         self._recompute()
-        ticket.initial_eta_s = ticket.eta_s
+        ticket.entry_estimated_wait_s = ticket.estimated_wait_s
         loop = asyncio.get_running_loop()
         deadline = ticket.enqueued + self.queue_timeout
         try:
@@ -258,8 +269,8 @@ class Dispatcher:
             raise
 
     async def _tell(self, ticket: Ticket, on_update) -> None:
-        ticket.told_position, ticket.told_eta_s, ticket.told_at = ticket.position, ticket.eta_s, self._clock()
-        await on_update(QueueUpdate(ticket.ticket_id, ticket.position, ticket.eta_s, len(self.queue)))
+        ticket.told_position, ticket.told_estimated_wait_s, ticket.told_at = ticket.position, ticket.estimated_wait_s, self._clock()
+        await on_update(QueueUpdate(ticket.ticket_id, ticket.position, ticket.estimated_wait_s, len(self.queue)))
 
     def _abandon(self, ticket: Ticket) -> None:
         """The waiter is gone (timeout, cancel, client left): free its place, or its fresh worker."""
@@ -296,8 +307,9 @@ class Dispatcher:
                 if worker is None:
                     break
                 self.queue.remove(ticket.ticket_id)
-                session = self.registry.acquire(worker, ticket.ticket_id, ticket.task_type, ticket.session_id)
-                ticket.position, ticket.eta_s = 0, 0.0
+                session = self.registry.acquire(worker, ticket.ticket_id, ticket.task_type, ticket.session_id,
+                                                ticket.max_new_tokens)
+                ticket.position, ticket.estimated_wait_s = 0, 0.0
                 ticket.future.set_result((worker, session))
         finally:
             self._dispatching = False
@@ -307,23 +319,48 @@ class Dispatcher:
         now = self._clock()
         capacity: list[Running | None] = []
         for worker in self.registry:
-            if worker.session is not None:
+            session = worker.session
+            if session is not None:
                 if worker.ready and not worker.draining:
-                    capacity.append(Running(worker.session.task_type, worker.session.active_seconds(now)))
+                    capacity.append(self._running(worker, session, now))
             elif worker.available:
                 capacity.append(None)
         return capacity
+
+    def estimated_remaining(self, worker: Worker, session: Session) -> float:
+        """How much longer `session` should hold `worker` (s), as the queue's ETA sees it."""
+        return self.estimator.remaining(self._running(worker, session, self._clock()))
+
+    def _running(self, worker: Worker, session: Session, now: float) -> Running:
+        return Running(session.task_type, session.active_seconds(now), self._budget(session.max_new_tokens, worker))
+
+    def _queued(self) -> list[TaskType | Job]:
+        return [Job(t.task_type, self._budget(t.max_new_tokens)) if t.max_new_tokens else t.task_type for t in self.queue]
+
+    def _budget(self, max_new_tokens: int | None, worker: Worker | None = None) -> float | None:
+        """The longest a chat of `max_new_tokens` should take (s), at the pace its worker reports, or
+        (queued, or a worker that has not measured any) the mean pace of the workers that have."""
+        if not max_new_tokens:
+            return None
+        paces = [(worker.generation_overhead_ms, worker.ms_per_token)] if worker is not None else []
+        if not paces or paces[0][1] is None:
+            paces = [(w.generation_overhead_ms, w.ms_per_token) for w in self.registry if w.ms_per_token is not None]
+        if not paces:
+            return None
+        overhead = sum(p[0] or 0.0 for p in paces) / len(paces)
+        per_token = sum(p[1] for p in paces) / len(paces)
+        return (overhead + max_new_tokens * per_token) / 1000.0
 
     def _recompute(self) -> None:
         tickets = list(self.queue)
         metrics.QUEUE_LENGTH.set(len(tickets))
         if not tickets:
             return
-        waits = self.estimator.queue_waits(self._capacity(), [t.task_type for t in tickets])
+        waits = self.estimator.queue_waits(self._capacity(), self._queued())
         now = self._clock()
         for position, (ticket, eta) in enumerate(zip(tickets, waits), start=1):
-            ticket.position, ticket.eta_s = position, eta
-            countdown = ticket.told_eta_s - (now - ticket.told_at)
+            ticket.position, ticket.estimated_wait_s = position, eta
+            countdown = ticket.told_estimated_wait_s - (now - ticket.told_at)
             drift = abs(eta - countdown)
             if position != ticket.told_position or drift > max(TELL_MIN_DRIFT_S, TELL_DRIFT_RATIO * eta):
                 ticket.notify()
@@ -337,7 +374,7 @@ class Dispatcher:
         metrics.REQUESTS.labels(task_type, lease.outcome).inc()
         metrics.REQUEST_DURATION.labels(task_type).observe(held)
         if lease.outcome == "ok":
-            self.estimator.record(lease.task_type, active)
+            self.estimator.record(lease.task_type, active, self._budget(session.max_new_tokens, worker))
         self.registry.release(worker, session)
 
     def export_metrics(self) -> None:
@@ -347,6 +384,6 @@ class Dispatcher:
         for state, count in counts.items():
             metrics.WORKERS.labels(state).set(count)
         capacity = self._capacity()
-        queued = [t.task_type for t in self.queue]
+        queued = self._queued()
         for task_type in TaskType:
             metrics.ETA.labels(task_type.value).set(self.estimator.queue_waits(capacity, queued + [task_type])[-1])

@@ -17,6 +17,14 @@ Two estimators share one interface so that a recorded trace can be replayed thro
   order; each ticket's ETA is the median of its wait over the draws. Draws are seeded, so the
   same state always gives the same answer.
 
+Token budgets (ours only). A chat or streaming chat asks for at most `max_new_tokens`, and the
+workers report how long their generations take (`ms_per_token` and `generation_overhead_ms` on
+`/health`, fitted by each worker over its own chats); the dispatcher turns the two into a budget,
+the longest such a request should hold a worker. Ours then models a budgeted session's duration as
+its budget times the fraction of it that sessions of its type really used (learned from the ended
+ones, `record(..., budget_s=)`), with the same conditional-residual draws; until a type has enough
+such samples it takes the type's durations capped at the budget. The seed ignores budgets.
+
 Only durations of sessions that ended normally are fed in (the dispatcher never records failed,
 cancelled or aborted ones), and paused time is excluded by the caller.
 """
@@ -59,17 +67,42 @@ def baselines_from_config(service: ServiceSection) -> dict[TaskType, float]:
 
 @dataclass(frozen=True)
 class Running:
-    """A session holding a worker: its type and how long it has been active (s)."""
+    """A session holding a worker: its type, how long it has been active (s) and its budget (s), if known."""
 
     task_type: TaskType
     elapsed_s: float
+    budget_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued request with a token budget: its type and the longest it should hold a worker (s)."""
+
+    task_type: TaskType
+    budget_s: float | None = None
+
+
+Queued = TaskType | Job
+
+
+def _type_of(job: Queued) -> TaskType:
+    return job.task_type if isinstance(job, Job) else job
+
+
+def _usable(budget_s: float | None) -> float | None:
+    return budget_s if budget_s is not None and budget_s > 0 and math.isfinite(budget_s) else None
+
+
+def _budget_of(job: Queued) -> float | None:
+    return _usable(job.budget_s) if isinstance(job, Job) else None
 
 
 class Estimator(Protocol):
-    def record(self, task_type: TaskType, duration_s: float) -> None: ...
+    def configure(self, baselines: Mapping[TaskType, float], alpha: float | None = None) -> None: ...
+    def record(self, task_type: TaskType, duration_s: float, budget_s: float | None = None) -> None: ...
     def expected(self, task_type: TaskType) -> float: ...
     def remaining(self, running: Running) -> float: ...
-    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[TaskType]) -> list[float]: ...
+    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[Queued]) -> list[float]: ...
 
 
 @dataclass
@@ -88,7 +121,13 @@ class SeedEstimator:
         self.min_samples = min_samples
         self.stats: dict[TaskType, _TypeStats] = {t: _TypeStats() for t in TaskType}
 
-    def record(self, task_type: TaskType, duration_s: float) -> None:
+    def configure(self, baselines: Mapping[TaskType, float], alpha: float | None = None) -> None:
+        """New baselines (and EMA weight) from `PUT /api/config/eta`; the only way they change."""
+        self.baselines.update(baselines)
+        if alpha is not None:
+            self.alpha = alpha
+
+    def record(self, task_type: TaskType, duration_s: float, budget_s: float | None = None) -> None:
         if not duration_s > 0 or not math.isfinite(duration_s):
             return
         stats = self.stats[task_type]
@@ -106,23 +145,23 @@ class SeedEstimator:
         eta = self.expected(running.task_type)
         return eta - running.elapsed_s if running.elapsed_s < eta else OVERRUN_FALLBACK_S
 
-    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[TaskType]) -> list[float]:
-        """`workers`: one entry per usable worker, None when idle. The seed ignores idle workers."""
+    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[Queued]) -> list[float]:
+        """`workers`: one entry per usable worker, None when idle. The seed ignores idle workers and budgets."""
         heap = [self.remaining(w) for w in workers if w is not None]
-        return _lay_out(heap, queued, self.expected, empty_value=0.0)
+        return _lay_out(heap, [_type_of(j) for j in queued], self.expected, empty_value=0.0)
 
 
-def _lay_out(heap: list[float], queued: Iterable[TaskType], expected, *, empty_value: float) -> list[float]:
+def _lay_out(heap: list[float], queued: Iterable, expected, *, empty_value: float) -> list[float]:
     """Hand queued tickets, in order, to whichever worker frees first."""
     queued = list(queued)
     if not heap:
         return [empty_value] * len(queued)
     heapq.heapify(heap)
     waits = []
-    for task_type in queued:
+    for job in queued:
         t = heapq.heappop(heap)
         waits.append(round(max(0.0, t), 1))
-        heapq.heappush(heap, t + expected(task_type))
+        heapq.heappush(heap, t + expected(job))
     return waits
 
 
@@ -223,7 +262,18 @@ class ResidualEstimator(SeedEstimator):
     def __init__(self, baselines: Mapping[TaskType, float], *, alpha: float = 0.3, min_samples: int = 3):
         super().__init__(baselines, alpha=alpha, min_samples=min_samples)
         self._fits: dict[TaskType, tuple[tuple[int, float], Durations]] = {}
+        # Per type, duration / budget of ended sessions that had a budget, and their fit.
+        self._used: dict[TaskType, deque[float]] = {t: deque(maxlen=SAMPLE_WINDOW) for t in TaskType}
+        self._used_counts: dict[TaskType, int] = {t: 0 for t in TaskType}
+        self._used_fits: dict[TaskType, tuple[int, Durations]] = {}
         self._shuffles = _Shuffles()
+
+    def record(self, task_type: TaskType, duration_s: float, budget_s: float | None = None) -> None:
+        super().record(task_type, duration_s)
+        budget = _usable(budget_s)
+        if budget is not None and duration_s > 0 and math.isfinite(duration_s):
+            self._used[task_type].append(duration_s / budget)
+            self._used_counts[task_type] += 1
 
     def durations(self, task_type: TaskType) -> Durations:
         baseline = self.baselines.get(task_type, DEFAULT_OTHER_S)
@@ -239,15 +289,32 @@ class ResidualEstimator(SeedEstimator):
         self._fits[task_type] = (key, fit)
         return fit
 
+    def budget_used(self, task_type: TaskType) -> Durations | None:
+        """The fraction of their budget that sessions of this type used, once enough have ended."""
+        count = self._used_counts[task_type]
+        if count < self.min_samples:
+            return None
+        cached = self._used_fits.get(task_type)
+        if cached is None or cached[0] != count:
+            cached = self._used_fits[task_type] = (count, Durations.from_samples(self._used[task_type]))
+        return cached[1]
+
     def expected(self, task_type: TaskType) -> float:
         return self.durations(task_type).mean
 
+    def _expected_job(self, job: Queued) -> float:
+        task_type, budget = _type_of(job), _budget_of(job)
+        if budget is None:
+            return self.expected(task_type)
+        used = self.budget_used(task_type)
+        return budget * used.mean if used is not None else min(self.expected(task_type), budget)
+
     def remaining(self, running: Running) -> float:
         """The median remaining time of one running session."""
-        draws = self.durations(running.task_type).residual_draws(np.array([max(0.0, running.elapsed_s)]))
+        draws = self._residuals([running])[:, 0]
         return max(MIN_REMAINING_S, round(float(np.median(draws)), 1))
 
-    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[TaskType]) -> list[float]:
+    def queue_waits(self, workers: Sequence[Running | None], queued: Sequence[Queued]) -> list[float]:
         if not queued:
             return []
         # No usable worker at all: assume one appears now rather than claim 0 s for everyone.
@@ -257,16 +324,35 @@ class ResidualEstimator(SeedEstimator):
     def _residuals(self, workers: Sequence[Running | None]) -> np.ndarray:
         """When each worker frees, per draw (rows) and worker (columns); idle ones at 0."""
         by_level = np.zeros((DRAWS, len(workers)))
-        groups: dict[TaskType, list[int]] = {}
+        groups: dict[tuple[TaskType, bool], list[int]] = {}
         for column, worker in enumerate(workers):
             if worker is not None:
-                groups.setdefault(worker.task_type, []).append(column)
-        for task_type, columns in groups.items():
+                groups.setdefault((worker.task_type, _usable(worker.budget_s) is not None), []).append(column)
+        for (task_type, budgeted), columns in groups.items():
             elapsed = np.array([max(0.0, workers[c].elapsed_s) for c in columns])
-            by_level[:, columns] = self.durations(task_type).residual_draws(elapsed)
+            if not budgeted:
+                by_level[:, columns] = self.durations(task_type).residual_draws(elapsed)
+                continue
+            budgets = np.array([workers[c].budget_s for c in columns])
+            used = self.budget_used(task_type)
+            if used is not None:
+                by_level[:, columns] = used.residual_draws(elapsed / budgets) * budgets
+            else:
+                left = np.maximum(budgets - elapsed, MIN_REMAINING_S)
+                by_level[:, columns] = np.minimum(self.durations(task_type).residual_draws(elapsed), left)
         return by_level[self._shuffles.take(len(workers)), np.arange(len(workers))]
 
-    def _lay_out(self, free_at: np.ndarray, queued: Sequence[TaskType]) -> list[float]:
+    def _ticket_draws(self, job: Queued) -> np.ndarray:
+        """One duration per quantile level for a queued ticket."""
+        task_type, budget = _type_of(job), _budget_of(job)
+        if budget is None:
+            return self.durations(task_type).draws
+        used = self.budget_used(task_type)
+        if used is not None:
+            return used.draws * budget
+        return np.minimum(self.durations(task_type).draws, budget)
+
+    def _lay_out(self, free_at: np.ndarray, queued: Sequence[Queued]) -> list[float]:
         """Median start of each queued ticket, FIFO onto whichever worker frees first.
 
         The first MC_TICKETS tickets are laid out per draw; deeper ones, whose waits are sums of
@@ -274,8 +360,11 @@ class ResidualEstimator(SeedEstimator):
         workers' free times with mean durations (the two agree on the boundary ticket).
         """
         sampled = list(queued[:MC_TICKETS])
-        per_type = {t: self.durations(t).draws for t in set(sampled)}
-        by_level = np.stack([per_type[t] for t in sampled], axis=1)
+        per_job: dict[Queued, np.ndarray] = {}
+        for job in sampled:
+            if job not in per_job:
+                per_job[job] = self._ticket_draws(job)
+        by_level = np.stack([per_job[j] for j in sampled], axis=1)
         workers = free_at.shape[1]
         lengths = by_level[self._shuffles.take(workers + len(sampled))[:, workers:], np.arange(len(sampled))]
         flat = free_at.ravel().copy()
@@ -290,7 +379,7 @@ class ResidualEstimator(SeedEstimator):
         waits = _medians(starts).tolist()
         if len(queued) > MC_TICKETS:
             heap = _medians(np.sort(grid, axis=1)).tolist()
-            waits += _lay_out(heap, queued[MC_TICKETS:], self.expected, empty_value=0.0)
+            waits += _lay_out(heap, queued[MC_TICKETS:], self._expected_job, empty_value=0.0)
         return waits
 
 

@@ -1,13 +1,15 @@
 """Health probes of workers' `/health`, feeding the registry.
 
-Each worker gets its own small loop: a healthy worker is probed every `interval`, an unhealthy or
-never-seen one every `fast_interval`, so a worker that failed a connection (marked unhealthy at
-once by the proxy) is re-admitted within a fraction of a second of coming back. A new worker from
-discovery is probed immediately.
+Each worker gets its own small loop: a healthy worker is probed every `interval`; an unhealthy or
+never-seen one, or one busy with a session that is not this gateway's (another replica's), every
+`fast_interval`, so a worker that failed a connection (marked unhealthy at once by the proxy) is
+re-admitted, and a worker another replica held is handed out, within a fraction of a second of
+becoming free. A new worker from discovery is probed immediately.
 
-Probes are kept cheap for hundreds of workers: each worker's own keep-alive client (`upstream`),
-so a probe is one request on an open connection; sleeps jittered by +-20 % so the loops do not
-fire in step. A refused connection or an error answer takes the worker offline at once, but a
+The body is read through the worker's own `WorkerHealthResponse`, so a field renamed on one side
+fails the probe loudly instead of reading as a default. Probes are kept cheap for hundreds of
+workers: each worker's own keep-alive client (`upstream`), so a probe is one request on an open
+connection; sleeps jittered by +-20 % so the loops do not fire in step. A refused connection or an error answer takes the worker offline at once, but a
 probe that merely times out does so only after `TIMEOUTS_TO_OFFLINE` in a row (on a loaded
 machine a single slow answer says little about the worker).
 """
@@ -20,6 +22,9 @@ import random
 import time
 
 import httpx
+from pydantic import ValidationError
+
+from omnikube.protocol import WorkerHealthResponse, WorkerStatus
 
 from .registry import Worker, WorkerRegistry
 from .upstream import WorkerClients
@@ -73,17 +78,15 @@ class HealthProber:
             response = await client.get(f"{worker.http_url}/health", timeout=self.timeout)
             self._timeouts.pop(worker.worker_id, None)
             if response.status_code != 200:
-                self.registry.apply_probe(worker.worker_id, sent_at, {"worker_status": "error"})
+                self.registry.apply_probe(worker.worker_id, sent_at, None, error=f"/health answered HTTP {response.status_code}",
+                                          status=WorkerStatus.error.value)
                 return
-            body = response.json()
-            if not isinstance(body, dict):
-                raise ValueError("health body is not an object")
-            self.registry.apply_probe(worker.worker_id, sent_at, body)
+            self.registry.apply_probe(worker.worker_id, sent_at, WorkerHealthResponse.model_validate_json(response.content))
         except httpx.TimeoutException as exc:
             count = self._timeouts[worker.worker_id] = self._timeouts.get(worker.worker_id, 0) + 1
             if count >= TIMEOUTS_TO_OFFLINE or not worker.healthy:
                 self.registry.apply_probe(worker.worker_id, sent_at, None, error=f"{type(exc).__name__}: {exc}")
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, ValidationError) as exc:
             self._timeouts.pop(worker.worker_id, None)
             self.registry.apply_probe(worker.worker_id, sent_at, None, error=f"{type(exc).__name__}: {exc}")
 
@@ -100,7 +103,7 @@ class HealthProber:
                 self._timeouts.pop(worker_id, None)
                 return
             await self.probe(worker)
-            suspect = not worker.healthy or worker_id in self._timeouts
+            suspect = not worker.healthy or worker_id in self._timeouts or worker.taken_elsewhere
             delay = (self.fast_interval if suspect else self.interval) * random.uniform(1 - JITTER, 1 + JITTER)
             kick.clear()
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from omnikube.metric_names import GATEWAY_ETA_SECONDS, GATEWAY_QUEUE_LENGTH
 from omnikube.protocol import TaskType
 
 TASK_TYPES = [t.value for t in TaskType]
@@ -19,14 +20,14 @@ WORKER_STATES = ["idle", "busy", "duplex", "loading", "error", "offline", "drain
 DISCOVERY_EVENTS = ["added", "modified", "deleted", "relisted"]
 WATCH_RESTART_REASONS = ["expired", "error", "closed"]
 
-QUEUE_LENGTH = Gauge("omnikube_gateway_queue_length", "Tickets waiting for a worker.")
+QUEUE_LENGTH = Gauge(GATEWAY_QUEUE_LENGTH, "Tickets waiting for a worker.")
 QUEUE_WAIT = Histogram(
     "omnikube_gateway_queue_wait_seconds",
     "Time from arrival to worker assignment (0 for immediate dispatch).",
     ["task_type"],
     buckets=(0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
-ETA = Gauge("omnikube_gateway_eta_seconds", "Estimated wait a new request of this type would have now.", ["task_type"])
+ETA = Gauge(GATEWAY_ETA_SECONDS, "Estimated wait a new request of this type would have now.", ["task_type"])
 WORKERS = Gauge("omnikube_gateway_workers", "Known workers by state.", ["state"])
 ACTIVE_SESSIONS = Gauge("omnikube_gateway_active_sessions", "Sessions holding a worker, by task type.", ["task_type"])
 REQUESTS = Counter("omnikube_gateway_requests_total", "Requests and sessions by task type and outcome.", ["task_type", "outcome"])

@@ -18,20 +18,22 @@ import json
 import logging
 import time
 import uuid
-from contextlib import aclosing, suppress
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
-from omnikube.protocol import WS_MAX_MESSAGE_BYTES, TaskType
+from omnikube.protocol import Refusal, RefusalReason, TaskType, WsChatGeneration, loads_object
 
 from . import metrics
 from .auth import require_api_key
-from .dispatch import QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
+from .budget import requested_tokens
+from .client_session import Refused, send_request, wait_disconnect, worker_session
+from .dispatch import QueueUpdate
 from .openai_audio import b64decode_strict, b64encode, float32_to_pcm16, float32_to_wav
 from .openai_errors import (OpenAIError, invalid_request, model_failed, outcome, queue_full, unauthorized, unavailable,
                             worker_failed)
@@ -126,6 +128,11 @@ class CompletionJob:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     task: asyncio.Task | None = None
 
+    @property
+    def token_budget(self) -> int | None:
+        """The request's `max_new_tokens`, for the ETA (budget.py)."""
+        return requested_tokens(self.frame, WsChatGeneration)
+
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="chat-completion")
 
@@ -139,19 +146,16 @@ class CompletionJob:
 
     async def _run(self) -> None:
         try:
-            async with self.dispatcher.lease(self.task_type, on_update=self._queued) as lease:
+            async with worker_session(self.dispatcher, self.task_type, "/ws/chat", on_update=self._queued,
+                                      opening=self._request, max_new_tokens=self.token_budget) as (lease, worker, first):
                 self.events.put_nowait(Event("assigned"))
                 try:
-                    await asyncio.wait_for(self._talk(f"{lease.ws_url}/ws/chat"), self.timeout_s)
+                    await asyncio.wait_for(self._talk(worker, first), self.timeout_s)
                 except _WorkerLost as exc:
                     lease.fail(str(exc))
                     raise worker_failed(f"The worker failed during the request: {exc}") from None
-        except QueueFull as exc:
-            self._fail(queue_full(f"The queue is full ({exc.max_size} requests); retry later.", exc.retry_after))
-        except QueueTimeout as exc:
-            self._fail(unavailable(f"No worker became free in time: {exc}", code="no_worker_available", retry_after=5))
-        except QueueCancelled:
-            self._fail(unavailable("The request was cancelled by an operator.", code="cancelled"))
+        except Refused as refused:
+            self._fail(_refusal_error(refused.refusal))
         except asyncio.TimeoutError:
             self._fail(unavailable(f"The request took longer than {self.timeout_s:g} s.", code="timeout"))
         except OpenAIError as exc:
@@ -163,17 +167,19 @@ class CompletionJob:
     def _fail(self, error: OpenAIError) -> None:
         self.events.put_nowait(Event("error", error=error))
 
-    async def _talk(self, url: str) -> None:
+    async def _request(self, worker: ClientConnection) -> list[str | bytes]:
         try:
-            worker = await ws_connect(url, max_size=WS_MAX_MESSAGE_BYTES, open_timeout=5)
-        except (OSError, WebSocketException, TimeoutError) as exc:
-            raise _WorkerLost(f"cannot connect: {exc}") from None
+            return await send_request(worker, json.dumps(self.frame))
+        except ConnectionClosed as exc:
+            raise worker_failed(f"The worker failed during the request: connection lost ({exc})") from None
+
+    async def _talk(self, worker: ClientConnection, first: list[str | bytes]) -> None:
         input_tokens = 0
+        pending = list(first)
         try:
-            await worker.send(json.dumps(self.frame))
-            async for message in worker:
-                frame = json.loads(message)
-                kind = frame.get("type") if isinstance(frame, dict) else None
+            while True:
+                frame = loads_object(pending.pop(0) if pending else await worker.recv())
+                kind = frame.get("type")
                 if kind == "prefill_done":
                     input_tokens = int(frame.get("input_tokens") or 0)
                 elif kind == "chunk":
@@ -190,14 +196,23 @@ class CompletionJob:
                 elif kind == "error":
                     message_text = str(frame.get("error") or "inference failed")
                     raise model_failed(f"The model failed: {message_text}")
-            raise _WorkerLost("the worker closed the connection before answering")
         except ConnectionClosed as exc:
+            if exc.rcvd is not None:
+                raise _WorkerLost("the worker closed the connection before answering") from None
             raise _WorkerLost(f"connection lost ({exc})") from None
-        except (json.JSONDecodeError, ValueError, KeyError) as exc:
+        except (ValueError, KeyError) as exc:
             raise _WorkerLost(f"unreadable worker frame ({exc})") from None
-        finally:
-            with suppress(Exception):
-                await worker.close()
+
+
+def _refusal_error(refusal: Refusal) -> OpenAIError:
+    """The engine's refusal as the error OpenAI clients expect for it."""
+    if refusal.reason is RefusalReason.queue_full:
+        return queue_full(f"{refusal.message}; retry later.", refusal.retry_after_s or 1)
+    if refusal.reason is RefusalReason.queue_timeout:
+        return unavailable(f"No worker became free in time: {refusal.message}", code="no_worker_available", retry_after=5)
+    if refusal.reason is RefusalReason.cancelled:
+        return unavailable("The request was cancelled by an operator.", code="cancelled")
+    return worker_failed(refusal.message)
 
 
 # ---- stop sequences ----------------------------------------------------------------------------
@@ -300,15 +315,9 @@ class Answer:
         }
 
 
-async def _wait_disconnect(request: Request) -> None:
-    """Returns when the HTTP client goes away (the body has been read, so nothing else is lost)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
 async def _while_connected(job: CompletionJob, request: Request) -> AsyncIterator[Event]:
     """The job's events, until the HTTP client goes away."""
-    watcher = asyncio.create_task(_wait_disconnect(request))
+    watcher = asyncio.create_task(wait_disconnect(request))
     try:
         while True:
             getter = asyncio.create_task(job.events.get())
@@ -355,7 +364,7 @@ async def _stream_events(job: CompletionJob, answer: Answer, first: Event) -> As
         while event is not None:
             if event.kind == "queued" and event.update is not None:
                 # SSE comments: ignored by clients, but they keep proxies from timing the stream out.
-                yield f": queued position={event.update.position} eta_s={event.update.eta_seconds:.0f}\n\n".encode()
+                yield f": queued position={event.update.position} estimated_wait_s={event.update.estimated_wait_s:.0f}\n\n".encode()
             elif event.kind == "assigned":
                 yield _sse(answer.chunk({"role": "assistant", "content": None if audio else ""}))
             elif event.kind in ("text", "audio", "done"):
@@ -414,6 +423,8 @@ async def chat_completions(request: Request) -> Response:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise invalid_request(f"The request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise invalid_request("The request body is not valid JSON: nested too deeply") from None
         completion = parse_request(body)
         if completion.model not in model_ids(request.app):
             raise OpenAIError(404, f"The model '{completion.model}' does not exist; see GET /v1/models.",

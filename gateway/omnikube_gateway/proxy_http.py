@@ -5,7 +5,9 @@ Wire-compatible with the original (same body, the worker's JSON plus `queue_wait
 turning into 200; an unparseable body is 400, not 500; a full queue is 503 with `Retry-After`;
 a client that leaves while queued frees its place at once (not within 2 s); a worker that refuses
 the connection (refused, or no connection within 3 s) is taken out of rotation and the request is
-retried once on another worker. A kept-alive connection that the worker closed just as it was
+retried on another worker (the engine's `ATTEMPTS`); a worker that answers 429 because another
+session holds it (another gateway replica's) is marked busy and the request moves on to another
+worker or back into the queue. A kept-alive connection that the worker closed just as it was
 reused (closed before any byte of the answer) is retried once on a fresh connection before the
 worker is judged failed: a one-shot chat has no side effect to repeat. The worker is reached
 through the worker's lean `http1.Pool` (see `upstream`), not httpx: that is most of the CPU saved.
@@ -13,35 +15,31 @@ through the worker's lean `http1.Pool` (see `upstream`), not httpx: that is most
 The worker's answer is not parsed: the two fields are spliced into the JSON object's bytes, so a
 response carrying megabytes of base64 audio costs no JSON work on the event loop.
 
-`ChatFastPath` (installed by the app as a middleware) serves exactly `POST /api/chat` before
-FastAPI's exception middleware, router and dependency solving, which cost a quarter of the
-gateway's CPU per chat. It runs the same auth check and handler and answers an `HTTPException` with
-FastAPI's own handler, so statuses and error bodies are those of the route below, which stays
-registered for the OpenAPI schema and for every other method or spelling of the path.
+On the gateway's own server, `http_server.ChatProtocol` calls `chat` (and its auth dependency)
+directly from the HTTP protocol, without the ASGI stack; the route below serves every other way in
+(an ASGI test client, a pipelined request) and stays registered for the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.exception_handlers import http_exception_handler
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from omnikube.protocol import TaskType
+from omnikube.protocol import GenerationConfig, NotAJsonObject, TaskType, loads_object
 
 from . import http1, metrics
 from .apps import disabled_reason
 from .auth import require_api_key
-from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout
+from .budget import PARSE_LIMIT, requested_tokens
+from .client_session import ATTEMPTS, QUEUE_REFUSALS, refusal_for, wait_disconnect
+from .dispatch import Lease
 from .storage import read_limited
 
 router = APIRouter()
 
 CHAT_BODY_LIMIT = 128 * 1024 * 1024  # matches the WebSocket frame limit: base64 video fits
-CONNECT_ATTEMPTS = 2
 
 
 def error(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -56,19 +54,20 @@ async def chat(request: Request) -> Response:
     if not body.lstrip().startswith(b"{"):
         metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
         return error(400, "Request body must be a JSON object")
-    if len(body) < 65536:  # large bodies are the worker's to validate; parsing them here would block
+    tokens = None
+    if len(body) < PARSE_LIMIT:  # large bodies are the worker's to validate; parsing them here would block
         try:
-            if not isinstance(json.loads(body), dict):
-                raise ValueError
-        except ValueError:
+            parsed = loads_object(body)
+        except NotAJsonObject:
             metrics.REQUESTS.labels(TaskType.chat.value, "bad_request").inc()
             return error(400, "Request body must be a JSON object")
+        tokens = requested_tokens(parsed, GenerationConfig)
     if request.app.state.dispatcher.can_dispatch_now():
         # The common case needs no watch for a client leaving while queued: it will not queue.
-        return await _serve(request, body, {"queued": False})
+        return await _serve(request, body, {"queued": False}, tokens)
     phase = {"queued": True}
-    served = asyncio.ensure_future(_serve(request, body, phase))
-    gone = asyncio.ensure_future(_disconnected(request))
+    served = asyncio.ensure_future(_serve(request, body, phase, tokens))
+    gone = asyncio.ensure_future(wait_disconnect(request))
     try:
         done, _ = await asyncio.wait({served, gone}, return_when=asyncio.FIRST_COMPLETED)
         if served in done:
@@ -84,53 +83,26 @@ async def chat(request: Request) -> Response:
         gone.cancel()
 
 
-class ChatFastPath:
-    """ASGI middleware: `POST /api/chat` straight to `chat`, everything else on to the app."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/api/chat" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope, receive, send)
-        try:
-            await require_api_key(request)
-            response = await chat(request)
-        except HTTPException as exc:
-            response = await http_exception_handler(request, exc)
-        await response(scope, receive, send)
-
-
-async def _disconnected(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _serve(request: Request, body: bytes, phase: dict) -> Response:
+async def _serve(request: Request, body: bytes, phase: dict, tokens: int | None) -> Response:
     state = request.app.state
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+    for _ in range(ATTEMPTS):
         try:
-            async with state.dispatcher.lease(TaskType.chat) as lease:
+            async with state.dispatcher.lease(TaskType.chat, max_new_tokens=tokens) as lease:
                 phase["queued"] = False
                 response = await _call_worker(state, lease, body)
                 if response is not None:
                     return response
                 phase["queued"] = True
-        except QueueFull as exc:
-            return error(503, str(exc), {"Retry-After": str(int(exc.retry_after))})
-        except QueueTimeout as exc:
-            return error(503, str(exc), {"Retry-After": "5"})
-        except QueueCancelled:
-            return error(503, "Request cancelled")
-    return error(502, "No worker could be reached (each one tried was taken out of rotation)")
+        except QUEUE_REFUSALS as exc:
+            refusal = refusal_for(exc)
+            retry = {"Retry-After": str(int(refusal.retry_after_s))} if refusal.retry_after_s else None
+            return error(503, refusal.message, retry)
+    return error(502, "No worker could be reached (each one tried was taken out of rotation or busy)")
 
 
 async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
-    """The worker's answer, or None when the connection failed before the request was sent."""
+    """The worker's answer, or None when the connection failed before the request was sent or the
+    worker was taken (the request is then tried elsewhere)."""
     pool = state.worker_clients.pool(lease.worker_id, lease.http_url)
     try:
         upstream = await pool.request("POST", "/chat", body, timeout=state.settings.request_timeout)
@@ -146,6 +118,9 @@ async def _call_worker(state, lease: Lease, body: bytes) -> Response | None:
     except http1.UpstreamError as exc:
         lease.fail(str(exc))
         return error(502, f"Worker {lease.worker_id} failed: {exc}")
+    if upstream.status == 429:
+        lease.refused(f"POST /chat answered 429: {upstream.body[:120]!r}")
+        return None
     content = upstream.body.rstrip()
     if not (content.startswith(b"{") and content.endswith(b"}")):
         lease.worker_error()

@@ -31,12 +31,13 @@ class Ticket:
     future: asyncio.Future = field(repr=False)
     wake: asyncio.Future | None = field(default=None, repr=False)
     position: int = 0
-    eta_s: float = 0.0
-    initial_eta_s: float = 0.0
+    estimated_wait_s: float = 0.0
+    entry_estimated_wait_s: float = 0.0  # what the client was told on entering the queue
     cancelled: bool = False
+    max_new_tokens: int | None = None
     # What the client was last told, to decide whether a new estimate is worth a message.
     told_position: int = 0
-    told_eta_s: float = 0.0
+    told_estimated_wait_s: float = 0.0
     told_at: float = 0.0
 
     def notify(self) -> None:

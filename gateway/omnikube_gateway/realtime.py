@@ -8,10 +8,12 @@ One connection is one session:
               the worker fails, or the client sends something we must refuse
            -> session.closed (or error, then session.closed) -> stop the worker -> close
 
-The client socket is read from the moment of accept by one reader task, so an init frame sent
+Queueing, leaving while queued, refusals, the worker connection and stopping are the shared
+engine's (`client_session`): the client is read from the moment of accept, so an init frame sent
 while queued (the browser's 100 ms fallback) is kept in order, and a client that leaves while
-queued gives up its place at once. Whatever ends the session, the worker gets `stop` or a closed
-socket and the lease is released: no path leaves a worker marked busy.
+queued gives up its place at once. This module is the protocol's translation. Whatever ends the
+session, the worker gets `stop` or a closed socket and the lease is released: no path leaves a
+worker marked busy. A stopping gateway sends `error` (`gateway_stopping`) and `session.closed`.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import websockets
-from websockets.asyncio.client import ClientConnection, connect as ws_connect
+from websockets.asyncio.client import ClientConnection
 from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
-from omnikube.protocol import AUDIO_DUPLEX_PREFIX, WS_MAX_MESSAGE_BYTES, TaskType
+from omnikube.protocol import AUDIO_DUPLEX_PREFIX, RefusalReason, TaskType
 
 from . import metrics
 from .auth import authorize_websocket
-from .dispatch import Lease, QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
+from .client_session import CLOSED, STOPPING_MESSAGE, ClientSession, Refused, close, queue_frame, worker_session
+from .dispatch import Lease, QueueUpdate
 from .realtime_frames import (
     BadFrame,
     CloseRequest,
@@ -51,7 +54,9 @@ router = APIRouter()
 
 SUBPROTOCOL = "map.realtime"
 MODES = {"audio": TaskType.audio_duplex, "video": TaskType.omni_duplex}
-INBOX_FRAMES = 256
+# The protocol's error codes for the engine's refusals.
+REFUSAL_CODES = {RefusalReason.queue_full: "queue_full", RefusalReason.queue_timeout: "worker_busy",
+                 RefusalReason.cancelled: "worker_busy", RefusalReason.no_worker: "worker_lost"}
 
 
 @dataclass(frozen=True)
@@ -110,9 +115,7 @@ class RealtimeSession:
         self.task_type = MODES[mode]
         self.limits = limits
         self.session_id = new_session_id()
-        # Bounded: a client that sends faster than the worker answers is slowed down by TCP, not buffered.
-        self.inbox: asyncio.Queue[str | bytes | None] = asyncio.Queue(maxsize=INBOX_FRAMES)
-        self.client_gone = asyncio.Event()
+        self.client = ClientSession(websocket, on_stop=self._stopping)
         self.assigned = False
         self.queued_once = False
         self.mapper: OutputMapper | None = None
@@ -124,36 +127,10 @@ class RealtimeSession:
 
     # -- plumbing ------------------------------------------------------------------------------
     async def run(self) -> str:
-        reader = asyncio.create_task(self._read_client(), name=f"{self.session_id}-reader")
-        main = asyncio.create_task(self._lease_and_serve(), name=f"{self.session_id}-main")
-        gone = asyncio.create_task(self.client_gone.wait())
-        try:
-            await asyncio.wait({main, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not main.done() and not self.assigned:
-                main.cancel()  # left while queued: give the place up now
-            with suppress(asyncio.CancelledError):
-                return await main
-            return "client_left"
-        finally:
-            for task in (reader, gone, main):
-                task.cancel()
-            await asyncio.gather(reader, gone, main, return_exceptions=True)
-
-    async def _read_client(self) -> None:
-        try:
-            while True:
-                message = await self.ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                await self.inbox.put(message.get("text") if message.get("text") is not None else message.get("bytes") or b"")
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            self.client_gone.set()
-            await self.inbox.put(None)
+        return await self.client.run(self._lease_and_serve()) or "client_left"
 
     async def _send(self, event: dict[str, Any]) -> None:
-        if self.closed or self.client_gone.is_set():
+        if self.closed or self.client.gone.is_set():
             raise _ClientGone()
         try:
             await self.ws.send_text(json.dumps(event, ensure_ascii=False))
@@ -161,65 +138,62 @@ class RealtimeSession:
             raise _ClientGone() from None
 
     async def _next_frame(self):
-        message = await self.inbox.get()
-        if message is None:
+        message = await self.client.inbox.get()
+        if message is CLOSED:
             raise _ClientGone()
         return parse_client_frame(message, video=self.video)
 
+    async def _stopping(self) -> None:
+        with suppress(_ClientGone):
+            await self._send(error_event("gateway_stopping", STOPPING_MESSAGE))
+            await self._send(self.mapper.closed_event("error") if self.mapper else {"type": "session.closed", "reason": "error"})
+
     # -- queue ---------------------------------------------------------------------------------
     async def _on_queue_update(self, update: QueueUpdate) -> None:
-        event: dict[str, Any] = {
-            "type": "session.queue_update" if self.queued_once else "session.queued",
-            "position": update.position,
-            "estimated_wait_s": round(update.eta_seconds, 1),
-            "queue_length": update.queue_length,
-        }
-        if not self.queued_once:
-            event["ticket_id"] = update.ticket_id
-            self.queued_once = True
-        await self._send(event)
+        frame = queue_frame(update, first=not self.queued_once, prefix="session.")
+        self.queued_once = True
+        await self._send(frame.model_dump(exclude_none=True))
+
+    def _assigned(self, lease: Lease) -> None:
+        self.assigned = True
+        self.client.start_relaying()  # from here on the session ends itself, telling the worker
 
     async def _lease_and_serve(self) -> str:
-        dispatcher = self.ws.app.state.dispatcher
+        # Audio sessions carry the `adx_` prefix so the worker labels its recording as audio duplex.
+        worker_sid = (AUDIO_DUPLEX_PREFIX if self.mode == "audio" else "") + self.session_id
         try:
-            async with dispatcher.lease(self.task_type, on_update=self._on_queue_update, session_id=self.session_id) as lease:
-                self.assigned = True
-                ending = await self._serve(lease)
+            async with worker_session(self.ws.app.state.dispatcher, self.task_type, f"/ws/duplex?session_id={worker_sid}",
+                                      on_update=self._on_queue_update, session_id=self.session_id,
+                                      on_assigned=self._assigned) as (lease, worker, _):
+                ending = await self._serve(lease, worker)
                 if ending.worker_failed:
                     lease.fail(ending.worker_failed)
                 elif ending.outcome not in ("ok",):
                     lease.abort(ending.outcome)
                 return ending.outcome
-        except QueueFull as exc:
-            await self._refuse("queue_full", f"Queue full ({exc.max_size} requests); retry in {exc.retry_after:g} s")
-            return "queue_full"
-        except QueueTimeout as exc:
-            await self._refuse("worker_busy", f"No worker available: {exc}")
-            return "queue_timeout"
-        except QueueCancelled:
-            await self._refuse("worker_busy", "The queue ticket was cancelled")
-            return "cancelled"
+        except Refused as refused:
+            refusal = refused.refusal
+            message = refusal.message
+            if refusal.reason is RefusalReason.queue_full:
+                message = f"{message}; retry in {refusal.retry_after_s:g} s"
+            with suppress(_ClientGone):
+                await self._send(error_event(REFUSAL_CODES[refusal.reason], message))
+            self.closed = True
+            await close(self.ws, 1013, message)
+            return refusal.reason.value
         except _ClientGone:
             return "client_left"
 
-    async def _refuse(self, code: str, message: str) -> None:
-        with suppress(_ClientGone):
-            await self._send(error_event(code, message))
-        await self._close(1013, message[:120])
-
     async def _close(self, code: int, reason: str = "") -> None:
         self.closed = True
-        if self.ws.application_state == WebSocketState.CONNECTED and not self.client_gone.is_set():
-            with suppress(Exception):
-                await self.ws.close(code, reason[:120])
+        if not self.client.gone.is_set():
+            await close(self.ws, code, reason)
 
     # -- session -------------------------------------------------------------------------------
-    async def _serve(self, lease: Lease) -> Ending:
-        worker: ClientConnection | None = None
+    async def _serve(self, lease: Lease, worker: ClientConnection) -> Ending:
         try:
             await self._send({"type": "session.queue_done"})
             init = await self._await_init()
-            worker = await self._connect_worker(lease)
             await _send_worker(worker, prepare_frame(init))
             prepared = await asyncio.wait_for(self._await_prepared(worker), self.limits.prepare_timeout_s)
             await self._send({"type": "session.created", "session_id": self.session_id, "prompt_length": prepared.get("prompt_length", 0)})
@@ -238,8 +212,7 @@ class RealtimeSession:
             ending = Ending("error", "worker_failed", ("worker_lost", "the worker did not prepare the session in time"), 1011,
                             worker_failed="prepare timed out")
         except asyncio.CancelledError:
-            if worker is not None:
-                await asyncio.shield(worker.close())  # gateway shutting down: the worker cleans up on close
+            await asyncio.shield(worker.close())  # gateway shutting down: the worker cleans up on close
             raise
         except Exception as exc:  # a bug of ours: still end cleanly and free the worker
             log.exception("%s: realtime session failed", self.session_id)
@@ -268,15 +241,6 @@ class RealtimeSession:
             if isinstance(frame, InputChunk):
                 raise BadFrame("not_ready", "send session.init (or session.update) before any audio")
             log.info("%s: ignoring %s before init", self.session_id, frame.type)
-
-    async def _connect_worker(self, lease: Lease) -> ClientConnection:
-        # Audio sessions carry the `adx_` prefix so the worker labels its recording as audio duplex.
-        worker_sid = (AUDIO_DUPLEX_PREFIX if self.mode == "audio" else "") + self.session_id
-        url = f"{lease.ws_url}/ws/duplex?session_id={worker_sid}"
-        try:
-            return await ws_connect(url, max_size=WS_MAX_MESSAGE_BYTES, open_timeout=10)
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            raise _WorkerLost(f"could not connect to worker {lease.worker_id}: {exc}") from None
 
     async def _await_prepared(self, worker: ClientConnection) -> dict[str, Any]:
         while True:
@@ -355,10 +319,9 @@ class RealtimeSession:
         finally:
             receiving.cancel()
 
-    async def _end(self, ending: Ending, worker: ClientConnection | None) -> None:
-        if worker is not None:
-            await _stop_worker(worker, self.limits.stop_grace_s)
-        if ending.tell_client and not self.client_gone.is_set():
+    async def _end(self, ending: Ending, worker: ClientConnection) -> None:
+        await _stop_worker(worker, self.limits.stop_grace_s)
+        if ending.tell_client and not self.client.gone.is_set():
             with suppress(_ClientGone):
                 if ending.error:
                     await self._send(error_event(*ending.error, client_fault=ending.outcome == "bad_request"))

@@ -236,6 +236,8 @@ def parse_client_frame(message: str | bytes, *, video: bool) -> ClientFrame:
         frame = json.loads(message)
     except json.JSONDecodeError as exc:
         raise BadFrame("invalid_json", f"frame is not valid JSON: {exc.msg}", close_code=1003) from None
+    except RecursionError:  # the client's mistake like any other bad frame, not an internal error
+        raise BadFrame("invalid_json", "frame is not valid JSON: nested too deeply", close_code=1003) from None
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
         raise BadFrame("invalid_payload", "a frame must be a JSON object with a string `type`")
     kind = frame["type"]

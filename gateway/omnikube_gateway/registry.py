@@ -4,8 +4,10 @@ Three sources write into it, each through its own method, and nothing else touch
 
 - discovery (`upsert`, `remove`): where a worker is and whether Kubernetes says it may take work
   (Ready with an IP, not terminating, not drained);
-- health (`apply_probe`, `mark_unhealthy`): what the worker itself reports on `/health`, or that a
-  connection to it just failed (which takes it out of rotation at once);
+- health (`apply_probe`, `mark_unhealthy`, `mark_taken`): what the worker itself reports on
+  `/health`, that a connection to it just failed (which takes it out of rotation at once), or that
+  it refused a session because another one holds it (another gateway replica's: it stays out of
+  reach until a probe sent after the refusal says it is idle);
 - the dispatcher (`acquire`, `release`, `set_paused`): which session holds the worker.
 
 The effective state shown to clients is derived from these, never stored twice. A probe that says
@@ -20,9 +22,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
-from omnikube.protocol import TaskType, WorkerStatus
+from omnikube.protocol import TaskType, WorkerHealthResponse, WorkerStatus
+from omnikube.workers import base_url
 
 OFFLINE = "offline"  # not a worker-reported state: the gateway cannot reach the worker
 
@@ -44,6 +47,9 @@ WIRE_LABEL = {
 }
 
 
+_BUSY_VALUES = {status.value for status in WorkerStatus if status.busy}
+
+
 @dataclass
 class Session:
     """The session holding a worker, from dispatch to release."""
@@ -55,6 +61,7 @@ class Session:
     started: float  # monotonic
     paused_since: float | None = None
     paused_total: float = 0.0
+    max_new_tokens: int | None = None  # a chat's token budget, when the request said (or implied) it
 
     def active_seconds(self, now: float) -> float:
         paused = self.paused_total + (now - self.paused_since if self.paused_since is not None else 0.0)
@@ -76,8 +83,11 @@ class Worker:
     current_session_id: str | None = None
     total_requests: int = 0
     avg_inference_time_ms: float = 0.0
+    generation_overhead_ms: float | None = None  # the worker's own measure of its chats (its /health)
+    ms_per_token: float | None = None
     last_heartbeat: datetime | None = None
     last_error: str | None = None
+    refused_at: float | None = None  # when it last refused a session of ours as taken
     # Dispatcher's view.
     session: Session | None = None
     released_at: float = 0.0
@@ -85,8 +95,7 @@ class Worker:
 
     @property
     def http_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return base_url(self.host, self.port)
 
     @property
     def ws_url(self) -> str:
@@ -102,6 +111,11 @@ class Worker:
         if not self.healthy:
             return WorkerStatus.error.value if self.reported == WorkerStatus.error.value else OFFLINE
         return self.reported
+
+    @property
+    def taken_elsewhere(self) -> bool:
+        """Busy with a session that is not this gateway's (or was, until the next probe)."""
+        return self.session is None and self.reported in _BUSY_VALUES
 
     @property
     def available(self) -> bool:
@@ -176,26 +190,32 @@ class WorkerRegistry:
                 self.remove(worker_id)
 
     # -- health --------------------------------------------------------------------------------
-    def apply_probe(self, worker_id: str, sent_at: float, body: dict[str, Any] | None, error: str | None = None) -> None:
+    def apply_probe(self, worker_id: str, sent_at: float, health: WorkerHealthResponse | None, error: str | None = None,
+                    status: str = OFFLINE) -> None:
+        """A probe's answer; None (with `error`, and `status` shown meanwhile) when it had none."""
         worker = self._workers.get(worker_id)
         if worker is None:
             return
-        if body is None:
-            worker.healthy, worker.reported, worker.last_error = False, OFFLINE, error
+        if health is None:
+            worker.healthy, worker.reported, worker.last_error = False, status, error
             self.on_change()
             return
-        reported = str(body.get("worker_status") or WorkerStatus.idle.value)
-        if reported not in WorkerStatus._value2member_map_:
-            reported = WorkerStatus.error.value
+        if worker.refused_at is not None:
+            if sent_at < worker.refused_at:
+                return  # it may still say idle from before it was taken
+            worker.refused_at = None
+        reported = health.worker_status
         worker.last_heartbeat = datetime.now()
-        worker.total_requests = int(body.get("total_requests") or 0)
-        worker.avg_inference_time_ms = float(body.get("avg_inference_time_ms") or 0.0)
-        worker.current_session_id = body.get("current_session_id")
-        worker.healthy = reported != WorkerStatus.error.value
+        worker.total_requests = health.total_requests
+        worker.avg_inference_time_ms = health.avg_inference_time_ms
+        worker.generation_overhead_ms = health.generation_overhead_ms
+        worker.ms_per_token = health.ms_per_token
+        worker.current_session_id = health.current_session_id
+        worker.healthy = reported is not WorkerStatus.error
         worker.last_error = None
-        if WorkerStatus(reported).busy and worker.session is None and sent_at < worker.released_at:
-            reported = WorkerStatus.idle.value  # a lagging probe from before our release
-        worker.reported = reported
+        if reported.busy and worker.session is None and sent_at < worker.released_at:
+            reported = WorkerStatus.idle  # a lagging probe from before our release
+        worker.reported = reported.value
         self.on_change()
 
     def mark_unhealthy(self, worker_id: str, reason: str) -> None:
@@ -205,10 +225,22 @@ class WorkerRegistry:
             self.on_unhealthy(worker)
             self.on_change()
 
+    def mark_taken(self, worker_id: str, reason: str) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is not None:
+            worker.refused_at = self._clock()
+            if worker.reported not in _BUSY_VALUES:
+                worker.reported = WorkerStatus.busy_chat.value  # busy with what, the next probe says
+            worker.last_error = reason
+            self.on_unhealthy(worker)  # probe it now and often: it is handed out the moment it is free
+            self.on_change()
+
     # -- dispatcher ----------------------------------------------------------------------------
-    def acquire(self, worker: Worker, ticket_id: str, task_type: TaskType, session_id: str | None) -> Session:
+    def acquire(self, worker: Worker, ticket_id: str, task_type: TaskType, session_id: str | None,
+                max_new_tokens: int | None = None) -> Session:
         assert worker.available, f"{worker.worker_id} is not available"
-        worker.session = Session(ticket_id, task_type, session_id, datetime.now(), self._clock())
+        worker.session = Session(ticket_id, task_type, session_id, datetime.now(), self._clock(),
+                                 max_new_tokens=max_new_tokens)
         worker.last_session_id = session_id
         return worker.session
 
@@ -216,7 +248,7 @@ class WorkerRegistry:
         if worker.session is session:
             worker.session = None
             worker.released_at = self._clock()
-            if worker.reported != OFFLINE and worker.healthy:
+            if worker.reported != OFFLINE and worker.healthy and worker.refused_at is None:
                 worker.reported = WorkerStatus.idle.value
             self.on_change()
 
@@ -229,3 +261,4 @@ class WorkerRegistry:
         elif not paused and session.paused_since is not None:
             session.paused_total += now - session.paused_since
             session.paused_since = None
+

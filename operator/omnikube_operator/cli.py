@@ -19,7 +19,7 @@ from kubernetes import config as kube_config
 from kubernetes.config.config_exception import ConfigException
 from prometheus_client import start_http_server
 
-from . import handlers
+from . import handlers, leadership
 from .kube import Kube
 from .reconcile import Reconciler
 
@@ -33,9 +33,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics (0: off)")
     parser.add_argument("--bind", default="0.0.0.0", help="address of the liveness and metrics endpoints")
     parser.add_argument("--resync-seconds", type=float, default=float(os.environ.get("OMNIKUBE_RESYNC_SECONDS", 10)),
-                        help="full reconcile at least this often per OmniDeployment")
+                        help="the periodic look (workers' health, the gateway's queue, autoscaling, status) this often per OmniDeployment")
     parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--standalone", action="store_true",
+                        help="no leader election (kopf peering): only when one operator can ever run")
     return parser.parse_args(argv)
 
 
@@ -59,13 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     load_kube_config(args.kubeconfig)
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in through the same file
-    handlers.RUNTIME.reconciler = Reconciler(Kube())
-    handlers.RUNTIME.resync_seconds = args.resync_seconds
+    kube = Kube()
+    if not args.standalone:
+        leadership.ensure_peering_objects(kube, args.namespace)
+    handlers.RUNTIME.reconciler = Reconciler(kube)
+    handlers.register(args.resync_seconds)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.bind)
     liveness = f"http://{args.bind}:{args.liveness_port}/healthz" if args.liveness_port else None
     asyncio.run(kopf.operator(
-        standalone=True,
+        standalone=args.standalone,
+        peering_name=None if args.standalone else leadership.PEERING_NAME,
+        priority=leadership.start_priority(),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=liveness,

@@ -21,8 +21,6 @@ CONFIG_FILE = "config.json"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
 DATA_MOUNT_PATH = "/var/lib/omnikube/data"
 CONFIG_HASH = f"{labels.GROUP}/config-hash"
-# The images run as uid/gid 10001; fsGroup makes the data and cache volumes writable for it.
-POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
 GATEWAY_METRICS_PATH = "/metrics"
 # Components beyond the shared ones in `omnikube.labels` (nobody else selects these).
 COMPONENT_CONFIG = "config"

@@ -65,6 +65,8 @@ _KNOWN = [
     Kind("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
     Kind("monitoring.coreos.com/v1", "PodMonitor", "podmonitors"),
     Kind("omnikube.dev/v1alpha1", "OmniDeployment", "omnideployments"),
+    Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings"),
+    Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", namespaced=False),
 ]
 KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KNOWN}
 
@@ -72,6 +74,14 @@ KINDS: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KNOWN
 def kind_of(obj: dict[str, Any]) -> Kind:
     return KINDS[(obj["apiVersion"], obj["kind"])]
 
+
+
+def api_message(exc: ApiException) -> str:
+    """The API server's own words for a refusal (its Status message), else the HTTP reason."""
+    try:
+        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
+    except ValueError:
+        return str(exc.reason)
 
 class Kube:
     """Thin generic client; every method raises `ApiException` except where it says otherwise."""
@@ -114,27 +124,24 @@ class Kube:
 
     # --- writes ---
 
-    def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+    def create(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Create; with `dry_run` the API server validates and admits it but stores nothing."""
         meta = obj["metadata"]
-        return self._call("POST", kind_of(obj).path(meta.get("namespace")), body=obj)
+        query = [("dryRun", "All")] if dry_run else []
+        return self._call("POST", kind_of(obj).path(meta.get("namespace")), body=obj, query=query)
 
-    def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    def apply(self, obj: dict[str, Any], *, force: bool = True, dry_run: bool = False) -> dict[str, Any]:
         """Server-side apply: the fields in `obj` become the operator's and take its values."""
         meta = obj["metadata"]
         query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
+        if dry_run:
+            query.append(("dryRun", "All"))
         return self._call("PATCH", kind_of(obj).path(meta.get("namespace"), meta["name"]), body=obj, query=query, content_type="application/apply-patch+yaml")
 
     def patch(self, api_version: str, kind: str, namespace: str | None, name: str, patch: dict[str, Any],
               subresource: str | None = None) -> dict[str, Any]:
         return self._call("PATCH", KINDS[(api_version, kind)].path(namespace, name, subresource), body=patch,
                           content_type="application/merge-patch+json")
-
-    def replace_status(self, api_version: str, kind: str, namespace: str | None, name: str,
-                       status: dict[str, Any]) -> dict[str, Any]:
-        """Set the whole status (a JSON patch: nothing of an older status lingers)."""
-        return self._call("PATCH", KINDS[(api_version, kind)].path(namespace, name, "status"),
-                          body=[{"op": "add", "path": "/status", "value": status}],
-                          content_type="application/json-patch+json")
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *, uid: str | None = None,
                propagation: str = "Background") -> bool:

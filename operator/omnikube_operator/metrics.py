@@ -17,6 +17,17 @@ RECONCILE_DURATION_SECONDS = Histogram(
 ACTIONS_TOTAL = Counter(
     "omnikube_operator_actions_total", "Changes made to the cluster, by action.", ["action"],
 )
+AUTOSCALER_DESIRED = Gauge(
+    "omnikube_operator_autoscaler_desired_replicas", "Workers the autoscaler wants, per OmniDeployment.",
+    ["namespace", "deployment"],
+)
+AUTOSCALER_QUEUE_WAIT = Gauge(
+    "omnikube_operator_autoscaler_queue_wait_seconds", "Longest queue wait the gateway estimated at the last look.",
+    ["namespace", "deployment"],
+)
+AUTOSCALER_DECISIONS = Counter(
+    "omnikube_operator_autoscaler_decisions_total", "Times the autoscaler changed replicas, by decision.", ["decision"],
+)
 MANAGED_DEPLOYMENTS = Gauge(
     "omnikube_operator_managed_deployments", "OmniDeployments this operator is reconciling.",
 )
@@ -25,3 +36,5 @@ for _result in ("ok", "degraded", "error"):
     RECONCILES_TOTAL.labels(_result)
 for _action in ("create", "update", "delete", "drain", "undrain"):
     ACTIONS_TOTAL.labels(_action)
+for _decision in ("ScaleUp", "ScaleDown", "Clamped"):
+    AUTOSCALER_DECISIONS.labels(_decision)

@@ -15,6 +15,7 @@ from omnikube import labels
 from omnikube.spec import MODEL_MOUNT_PATH, DownloadHub, ModelCacheSource
 
 from .context import COMPONENT_MODEL_CACHE, Owner, short_hash
+from .lockdown import lock_down
 from .storage import build_claim
 
 MODEL_VOLUME = "model"
@@ -77,7 +78,7 @@ def build_download_job(owner: Owner) -> dict[str, Any] | None:
             "backoffLimit": download.backoff_limit,
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": {
+                "spec": lock_down({
                     "restartPolicy": "Never",
                     "containers": [{
                         "name": "download",
@@ -90,7 +91,7 @@ def build_download_job(owner: Owner) -> dict[str, Any] | None:
                     "volumes": [{"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": owner.model_claim}}],
                     "nodeSelector": owner.spec.workers.node_selector,
                     "tolerations": [t.model_dump(by_alias=True, exclude_none=True) for t in owner.spec.workers.tolerations],
-                },
+                }),
             },
         },
     })

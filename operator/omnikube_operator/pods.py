@@ -15,9 +15,10 @@ from omnikube import labels
 from omnikube.spec import BackendType
 
 from .configmap import worker_config_hash
-from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, POD_SECURITY_CONTEXT, Owner, short_hash
+from .context import CONFIG_DIR, CONFIG_HASH, CONFIG_PATH, DATA_MOUNT_PATH, Owner, short_hash
+from .lockdown import lock_down
 from .model_cache import model_volume
-from .storage import DATA_VOLUME, data_volume
+from .storage import data_mount, data_volume
 
 WORKER_CONTAINER = "worker"
 PORT_NAME = "worker"
@@ -65,7 +66,7 @@ def _container(owner: Owner, index: int) -> dict[str, Any]:
     alive = {**ready, "httpGet": {"path": "/health", "port": PORT_NAME}}
     mounts = [
         {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH},
+        data_mount(owner, DATA_MOUNT_PATH),
     ]
     model = model_volume(owner)
     if model:
@@ -103,7 +104,6 @@ def _pod_spec(owner: Owner, index: int) -> dict[str, Any]:
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": workers.termination_grace_period_seconds,
         "enableServiceLinks": False,
-        "securityContext": POD_SECURITY_CONTEXT,
         "hostname": owner.worker_pod(index),
         "subdomain": owner.workers_service,
         "containers": [_container(owner, index)],
@@ -113,7 +113,7 @@ def _pod_spec(owner: Owner, index: int) -> dict[str, Any]:
     }
     if workers.affinity:
         spec["affinity"] = workers.affinity
-    return spec
+    return lock_down(spec, tmp_limit="4Gi")
 
 
 def template_hash(owner: Owner) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 from omnikube.spec import Phase
 
+from .health import Load
 from .model_cache import JobState
 from .scaling import Plan, WorkerPod
 from .validation import Problem
@@ -69,6 +70,8 @@ class Observation:
     plan: Plan | None = None
     notes: list[str] = field(default_factory=list)
     queue_length: int | None = None
+    load: Load | None = None
+    autoscaling: dict[str, Any] | None = None  # the autoscaler's last look (status.autoscaling)
 
 
 def _condition(type_: str, ok: bool, reason: str, message: str, generation: int,
@@ -181,7 +184,14 @@ def compute(obs: Observation, previous: dict[str, Any], now: str) -> dict[str, A
         "gatewayEndpoint": obs.gateway_endpoint,
         "queueLength": obs.queue_length,
         "notes": obs.notes,
+        "autoscaling": _without_nulls(obs.autoscaling),
     }
+
+
+def _without_nulls(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The API server drops nulls inside objects and lists; leaving them out keeps a status compared
+    with what was stored equal, so an unchanged world writes nothing."""
+    return {k: v for k, v in value.items() if v is not None} if value else value
 
 
 def _summary(worker: WorkerPod, trouble: PodTrouble) -> dict[str, Any]:
@@ -193,12 +203,13 @@ def _summary(worker: WorkerPod, trouble: PodTrouble) -> dict[str, Any]:
         "index": worker.index,
         "phase": worker.phase,
         "ready": worker.ready,
-        "workerStatus": worker.worker_status,
         "draining": worker.draining,
         "outdated": worker.outdated,
     }
+    if worker.worker_status is not None:
+        summary["workerStatus"] = worker.worker_status
     # Left out when empty: the local 1.20 API server stores an empty string inside a list as null,
-    # which its own schema check then rejects.
+    # which its own schema check then rejects (and drops a null, so it would differ on every pass).
     if message:
         summary["message"] = message
     return summary

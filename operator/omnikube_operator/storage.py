@@ -6,7 +6,11 @@ from typing import Any
 
 from .context import COMPONENT_DATA, Owner
 
-DATA_VOLUME = "data"
+# The volume's name says its source. Server-side apply merges a pod template's volumes by name, so
+# one name switching from emptyDir to a claim would keep both sources in one volume (422 "may not
+# specify more than 1 volume type"); under a new name the old volume goes and the new one comes.
+SCRATCH_DATA_VOLUME = "data"
+CLAIM_DATA_VOLUME = "data-claim"
 
 
 def build_claim(owner: Owner, name: str, component: str, size: str, access_mode: str,
@@ -33,5 +37,9 @@ def build_data_claim(owner: Owner) -> dict[str, Any] | None:
 
 def data_volume(owner: Owner) -> dict[str, Any]:
     if not owner.spec.storage.enabled:
-        return {"name": DATA_VOLUME, "emptyDir": {}}
-    return {"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": owner.data_claim}}
+        return {"name": SCRATCH_DATA_VOLUME, "emptyDir": {}}
+    return {"name": CLAIM_DATA_VOLUME, "persistentVolumeClaim": {"claimName": owner.data_claim}}
+
+
+def data_mount(owner: Owner, path: str) -> dict[str, Any]:
+    return {"name": data_volume(owner)["name"], "mountPath": path}

@@ -1,9 +1,15 @@
 """Checks the schema cannot express: they need the cluster (Secrets, StorageClasses, claims) or
-relate two fields. A spec that fails any of them is reported Degraded and applied not at all."""
+relate two fields. A spec that fails any of them is reported Degraded and applied not at all.
+
+A problem is *permanent* when only an edit of the spec can fix it (kopf does not retry it), and
+temporary when the cluster may fix it by itself (a Secret or claim created later: retried).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from kubernetes.client.exceptions import ApiException
 
 from omnikube.spec import ModelCacheSource, SecretKeyRef
 
@@ -15,10 +21,16 @@ from .kube import Kube
 class Problem:
     reason: str
     message: str
+    permanent: bool = False
 
 
 def _secret(kube: Kube, owner: Owner, ref: SecretKeyRef, field: str) -> Problem | None:
-    secret = kube.get("v1", "Secret", owner.namespace, ref.name)
+    try:
+        secret = kube.get("v1", "Secret", owner.namespace, ref.name)
+    except ApiException as exc:
+        if exc.status == 403:  # least privilege: the chart grants only the Secrets it was told of
+            return None     # the pod then waits for the Secret, and its status says so
+        raise
     if secret is None:
         return Problem("SecretNotFound", f"{field}: Secret {ref.name!r} not found in namespace {owner.namespace}; create it or fix the name")
     if ref.key not in (secret.get("data") or {}) and ref.key not in (secret.get("stringData") or {}):
@@ -40,18 +52,33 @@ def _claim(kube: Kube, owner: Owner, name: str, field: str) -> Problem | None:
     return Problem("ClaimNotFound", f"{field}: PersistentVolumeClaim {name!r} not found in namespace {owner.namespace}")
 
 
+def _autoscaling(owner: Owner) -> list[Problem]:
+    workers = owner.spec.workers
+    scaling = workers.autoscaling
+    if not scaling.enabled:
+        return []
+    if scaling.min_replicas > scaling.max_replicas:
+        return [Problem("InvalidSpec", f"spec.workers.autoscaling.minReplicas={scaling.min_replicas} exceeds "
+                        f"maxReplicas={scaling.max_replicas}", True)]
+    if scaling.max_replicas > workers.max_replicas:
+        return [Problem("ReplicasAboveCap", f"spec.workers.autoscaling.maxReplicas={scaling.max_replicas} exceeds "
+                        f"spec.workers.maxReplicas={workers.max_replicas}; lower it or raise the cap", True)]
+    return []
+
+
 def check(kube: Kube, owner: Owner) -> list[Problem]:
     """Every problem found (empty: the spec can be honoured)."""
     spec = owner.spec
     workers, cache, storage, source = spec.workers, spec.model_cache, spec.storage, owner.model_source
     problems: list[Problem | None] = []
-    if workers.replicas > workers.max_replicas:
+    if workers.replicas > workers.max_replicas and not workers.autoscaling.enabled:  # else the autoscaler's bounds win
         problems.append(Problem("ReplicasAboveCap", f"spec.workers.replicas={workers.replicas} exceeds "
-                                f"spec.workers.maxReplicas={workers.max_replicas}; lower replicas or raise the cap"))
+                                f"spec.workers.maxReplicas={workers.max_replicas}; lower replicas or raise the cap", True))
+    problems += _autoscaling(owner)
     if source == ModelCacheSource.pvc.value and cache.pvc is None:
-        problems.append(Problem("InvalidSpec", "spec.modelCache.source is pvc but spec.modelCache.pvc.claimName is not set"))
+        problems.append(Problem("InvalidSpec", "spec.modelCache.source is pvc but spec.modelCache.pvc.claimName is not set", True))
     if source == ModelCacheSource.hostPath.value and cache.host_path is None:
-        problems.append(Problem("InvalidSpec", "spec.modelCache.source is hostPath but spec.modelCache.hostPath.path is not set"))
+        problems.append(Problem("InvalidSpec", "spec.modelCache.source is hostPath but spec.modelCache.hostPath.path is not set", True))
     if spec.auth.api_key_secret:
         problems.append(_secret(kube, owner, spec.auth.api_key_secret, "spec.auth.apiKeySecret"))
     if source == ModelCacheSource.download.value:

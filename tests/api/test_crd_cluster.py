@@ -96,3 +96,13 @@ def test_kubectl_explain_prints_the_field_descriptions(omni):
 
     text = eventually(explained, 60, "kubectl explain to show the workers' descriptions")
     assert "drainTimeoutSeconds" in text and "maxUnavailable" in text
+
+
+@pytest.mark.parametrize("section, field", [("workers", "replica"), ("gateway", "replcas"), ("storage", "enable"),
+                                            ("model", "modelPth"), ("service", "gatewayPrt")])
+def test_a_misspelt_field_is_refused_by_kubectl_naming_it(omni, section, field):
+    # The schema is structural and closed where users write (no preserve-unknown but affinity), so
+    # kubectl validates against it: the API server itself (1.20) would prune the field silently.
+    result = _apply(omni, _sample_with_bad(field, 1, section=section))
+    assert result.returncode != 0
+    assert f'unknown field "{field}"' in result.stderr and f"spec.{section}" in result.stderr

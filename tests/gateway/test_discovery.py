@@ -8,6 +8,7 @@ port annotation points at a simulated worker process on loopback.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -18,6 +19,7 @@ from websockets.sync.client import connect
 from omnikube import labels
 from tests.fixtures.cluster import eventually
 from tests.fixtures.processes import launch_gateway, launch_worker, wait_until
+from tests.fixtures.reliability import record
 
 pytestmark = pytest.mark.cluster
 
@@ -158,8 +160,10 @@ def test_discovery_survives_an_api_server_restart(stack, k8s_cluster):
     api, namespace, worker, gateway = stack
     first = ready_pod(api, namespace, worker, gateway)
     k8s_cluster.restart_apiserver()
+    back = time.monotonic()  # the API server answers /readyz again
     assert routable(gateway, first)  # last known workers kept through the outage
     assert chat_status(gateway) == 200
     second = ready_pod(api, namespace, worker, gateway, index=1)  # seen: the watch came back
+    record({"test": "discovery after an API server restart", "new_pod_routable_s": round(time.monotonic() - back, 2)})
     remove(api, namespace, gateway, first)
     remove(api, namespace, gateway, second)

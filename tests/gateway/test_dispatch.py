@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from omnikube.protocol import TaskType
-from tests.fixtures.gateway import until
 from omnikube_gateway.dispatch import Dispatcher, QueueCancelled, QueueFull, QueueTimeout, QueueUpdate
 from omnikube_gateway.eta import ResidualEstimator, Running
 from omnikube_gateway.registry import WorkerRegistry
+from tests.fixtures.gateway import health_report, until
 
 BASELINES = {TaskType.chat: 10.0, TaskType.streaming: 20.0, TaskType.half_duplex: 180.0,
              TaskType.audio_duplex: 120.0, TaskType.omni_duplex: 90.0}
@@ -30,7 +30,7 @@ def make(workers: int = 1, *, max_queue_size: int = 10, timeout: float = 30.0, c
     dispatcher = Dispatcher(registry, ResidualEstimator(BASELINES), max_queue_size=max_queue_size, queue_timeout=timeout, clock=clock)
     for i in range(workers):
         registry.upsert(f"worker_{i}", "127.0.0.1", 22400 + i, i)
-        registry.apply_probe(f"worker_{i}", clock(), {"worker_status": "idle"})
+        registry.apply_probe(f"worker_{i}", clock(), health_report("idle"))
     return dispatcher, registry, clock
 
 
@@ -108,7 +108,7 @@ async def test_eta_of_a_queued_ticket_counts_the_running_session_s_elapsed_time(
     waiter = asyncio.create_task(hold(dispatcher, TaskType.chat, updates=updates))
     await until(lambda: updates, "queued update")
     thirty_s_old = dispatcher.estimator.queue_waits([Running(TaskType.omni_duplex, 30.0)], [TaskType.chat])[-1]
-    assert updates[0].eta_seconds == thirty_s_old != dispatcher.estimator.queue_waits([Running(TaskType.omni_duplex, 0.0)], [TaskType.chat])[-1]
+    assert updates[0].estimated_wait_s == thirty_s_old != dispatcher.estimator.queue_waits([Running(TaskType.omni_duplex, 0.0)], [TaskType.chat])[-1]
     gate.set()
     await asyncio.gather(first, waiter)
 
@@ -194,7 +194,7 @@ async def test_a_failed_session_takes_the_worker_out_and_does_not_feed_the_eta()
     worker = registry.get("worker_0")
     assert not worker.available and worker.status == "offline"
     assert dispatcher.estimator.stats[TaskType.chat].samples == 0
-    registry.apply_probe("worker_0", clock(), {"worker_status": "idle"})  # the health probe re-admits it
+    registry.apply_probe("worker_0", clock(), health_report("idle"))  # the health probe re-admits it
     assert worker.available
 
 
@@ -235,5 +235,19 @@ async def test_a_lagging_busy_probe_sent_before_release_does_not_hide_a_free_wor
     sent_at = clock()
     async with dispatcher.lease(TaskType.chat):
         clock.now += 1.0
-    registry.apply_probe("worker_0", sent_at, {"worker_status": "busy_chat"})
+    registry.apply_probe("worker_0", sent_at, health_report("busy_chat"))
     assert registry.get("worker_0").available
+
+
+async def test_a_chat_s_budget_is_its_max_new_tokens_at_the_pace_its_worker_reports():
+    dispatcher, registry, clock = make(2)
+    registry.apply_probe("worker_0", clock(), health_report("idle", generation_overhead_ms=500.0, ms_per_token=100.0))
+    registry.apply_probe("worker_1", clock(), health_report("idle", generation_overhead_ms=300.0, ms_per_token=50.0))
+    async with dispatcher.lease(TaskType.chat, max_new_tokens=20) as lease:
+        assert lease.worker_id == "worker_0"
+        running = dispatcher._capacity()
+        assert running[0] == Running(TaskType.chat, 0.0, budget_s=2.5) and running[1] is None
+        # A queued ticket's worker is not known yet: the mean pace of the workers that report one.
+        assert dispatcher._budget(10) == pytest.approx((400.0 + 10 * 75.0) / 1000)
+    async with dispatcher.lease(TaskType.omni_duplex):
+        assert dispatcher._capacity()[0] == Running(TaskType.omni_duplex, 0.0)  # no tokens asked: no budget

@@ -6,7 +6,7 @@ import pytest
 
 from omnikube.config import ServiceSection
 from omnikube.protocol import TaskType
-from omnikube_gateway.eta import MC_TICKETS, ResidualEstimator, Running, SeedEstimator, baselines_from_config
+from omnikube_gateway.eta import MC_TICKETS, Job, ResidualEstimator, Running, SeedEstimator, baselines_from_config
 
 BASELINES = baselines_from_config(ServiceSection())
 
@@ -121,3 +121,27 @@ def test_an_estimator_that_saw_a_big_pool_first_answers_a_small_one_as_a_fresh_o
     seasoned = heavy_tailed(ResidualEstimator(BASELINES))
     seasoned.queue_waits([Running(TaskType.chat, 1.0)] * 40, [TaskType.chat] * 70)
     assert seasoned.queue_waits(workers, queued) == heavy_tailed(ResidualEstimator(BASELINES)).queue_waits(workers, queued)
+
+
+# -- token budgets: a chat's max_new_tokens at the pace its worker reports ----------------------
+
+def test_a_running_chat_is_expected_to_end_by_its_budget_whatever_its_type_s_tail():
+    ours = heavy_tailed(ResidualEstimator(BASELINES))  # chats: 5 s, or 200 s one in ten
+    unbounded = ours.queue_waits([Running(TaskType.chat, 6.0)], [TaskType.chat])[0]
+    bounded = ours.queue_waits([Running(TaskType.chat, 6.0, budget_s=10.0)], [TaskType.chat])[0]
+    assert bounded <= 4.0 < unbounded
+
+
+def test_chats_that_used_half_their_budget_make_a_queued_chat_last_half_of_its_own():
+    ours = ResidualEstimator(BASELINES)
+    for budget in (10.0, 20.0, 40.0, 30.0, 16.0):
+        ours.record(TaskType.chat, budget / 2, budget_s=budget)
+    waits = ours.queue_waits([None], [Job(TaskType.chat, budget_s=60.0), TaskType.chat])
+    assert waits[1] == pytest.approx(30.0, rel=0.05)
+
+
+def test_the_seed_rule_ignores_budgets():
+    seed = SeedEstimator(BASELINES)
+    running = [Running(TaskType.chat, 3.0, budget_s=4.0)]
+    assert seed.queue_waits(running, [Job(TaskType.chat, 100.0)]) == seed.queue_waits(
+        [Running(TaskType.chat, 3.0)], [TaskType.chat])

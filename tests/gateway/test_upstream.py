@@ -14,6 +14,7 @@ from omnikube_gateway import proxy_http
 from omnikube_gateway.health import TIMEOUTS_TO_OFFLINE, HealthProber
 from omnikube_gateway.registry import OFFLINE, WorkerRegistry
 from omnikube_gateway.upstream import WorkerClients
+from tests.fixtures.gateway import health_report
 
 ANSWER = b'{"success":true,"text":"hi"}'
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(ANSWER), ANSWER)
@@ -83,7 +84,7 @@ async def test_a_probe_that_times_out_takes_a_healthy_worker_offline_only_after_
     port = int(url.rsplit(":", 1)[1])
     registry = WorkerRegistry()
     worker = registry.upsert("w0", "127.0.0.1", port, 0)
-    registry.apply_probe("w0", 0.0, {"worker_status": "idle"})
+    registry.apply_probe("w0", 0.0, health_report("idle"))
     clients = WorkerClients(httpx.Timeout(5.0))
     prober = HealthProber(registry, clients, interval=5.0, fast_interval=0.5, timeout=0.2)
     try:
@@ -104,7 +105,7 @@ async def test_a_refused_probe_takes_the_worker_offline_at_once():
     await server.wait_closed()
     registry = WorkerRegistry()
     worker = registry.upsert("w0", "127.0.0.1", port, 0)
-    registry.apply_probe("w0", 0.0, {"worker_status": "idle"})
+    registry.apply_probe("w0", 0.0, health_report("idle"))
     clients = WorkerClients(httpx.Timeout(5.0))
     try:
         await HealthProber(registry, clients, interval=5.0, fast_interval=0.5, timeout=0.5).probe(worker)

@@ -1,4 +1,4 @@
-"""`POST /api/chat` served by `ChatFastPath` ahead of FastAPI's router answers exactly as the route.
+"""`POST /api/chat` through the ASGI app (the route, as in-process clients reach it): statuses and JSON reasons.
 
 In process (Starlette's TestClient), with API keys configured and no worker.
 """

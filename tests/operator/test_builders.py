@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from omnikube import labels
 from omnikube.config import OmniConfig
-from omnikube_operator import configmap, gateway, model_cache, pods, rbac, services
+from omnikube_operator import configmap, gateway, model_cache, pods, preflight, rbac, services
 from omnikube_operator.context import CONFIG_FILE, Owner
+from tests.fixtures.pod_security import restricted_violations, writable_root_containers
 
 
 def owner(**spec) -> Owner:
@@ -60,11 +63,39 @@ def test_a_loading_worker_is_not_ready_but_alive():
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
 
 
-def test_workers_and_gateway_run_as_the_images_user_with_writable_volumes():
-    worker = pods.build_worker_pod(owner(), 0)["spec"]["securityContext"]
-    gateway_pod = gateway.build_gateway_deployment(owner())["spec"]["template"]["spec"]["securityContext"]
-    for context in (worker, gateway_pod):
-        assert context["runAsNonRoot"] is True and context["runAsUser"] == 10001 and context["fsGroup"] == 10001
+def _built_pod_specs(o: Owner) -> dict[str, dict]:
+    return {"worker": pods.build_worker_pod(o, 0)["spec"],
+            "gateway": gateway.build_gateway_deployment(o)["spec"]["template"]["spec"],
+            "download": model_cache.build_download_job(o)["spec"]["template"]["spec"]}
+
+
+def test_workers_gateway_and_download_pods_pass_the_restricted_pod_security_standard():
+    for kind, spec in _built_pod_specs(owner()).items():
+        assert restricted_violations(spec) == [], kind
+        assert writable_root_containers(spec) == [], kind
+        assert spec["securityContext"]["runAsUser"] == 10001 and spec["securityContext"]["fsGroup"] == 10001
+
+
+def test_locked_down_pods_write_only_to_volumes():
+    for kind, spec in _built_pod_specs(owner()).items():
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in spec["volumes"]}
+        assert volumes[mounts["/tmp"]]["emptyDir"] is not None, kind
+        assert volumes[mounts["/var/cache/omnikube"]]["emptyDir"] is not None, kind
+        env = {e["name"]: e["value"] for e in spec["containers"][0]["env"] if "value" in e}
+        assert env["XDG_CACHE_HOME"] == "/var/cache/omnikube" and env["HF_HOME"].startswith("/var/cache/omnikube/"), kind
+
+
+def test_only_the_gateway_gets_a_service_account_token():
+    specs = _built_pod_specs(owner())
+    assert specs["gateway"]["automountServiceAccountToken"] is True
+    assert specs["worker"]["automountServiceAccountToken"] is False
+    assert specs["download"]["automountServiceAccountToken"] is False
+
+
+def test_host_path_weights_are_the_one_thing_restricted_refuses():
+    spec = pods.build_worker_pod(owner(modelCache={"source": "hostPath", "hostPath": {"path": "/w"}}), 0)["spec"]
+    assert restricted_violations(spec) == ["volume model is ['hostPath']"]
 
 
 def test_template_hash_changes_with_image_but_not_with_replicas_or_gateway_settings():
@@ -102,3 +133,33 @@ def test_job_state_reads_failure_reason():
     job = {"metadata": {"name": "j"}, "status": {"conditions": [{"type": "Failed", "status": "True", "message": "BackoffLimitExceeded"}]}}
     state = model_cache.job_state(job)
     assert state.failed and "BackoffLimitExceeded" in state.message
+
+
+@pytest.mark.parametrize("image", ["omnikube/worker:dev", "worker", "registry.example.com:5000/a/b-c__d.e:v1.2",
+                                   "ghcr.io/openbmb/minicpm@sha256:" + "a" * 64, "localhost/x:latest"])
+def test_valid_image_references_pass(image):
+    assert preflight.image_problem(image, "spec.workers.image") is None
+
+
+@pytest.mark.parametrize("image", ["Not A Valid Image!!", "Omnikube/Worker:dev", "worker:", "a//b", "x:tag with space",
+                                   "/leading-slash", "x@sha256:short"])
+def test_image_strings_the_kubelet_cannot_parse_are_refused_with_the_field_named(image):
+    problem = preflight.image_problem(image, "spec.workers.image")
+    assert problem is not None and problem.reason == "InvalidImage"
+    assert "spec.workers.image" in problem.message and repr(image) in problem.message
+
+
+def test_a_stopping_gateway_leaves_the_service_before_it_stops_listening():
+    spec = gateway.build_gateway_deployment(owner(gateway={"replicas": 2}))["spec"]
+    container = spec["template"]["spec"]["containers"][0]
+    pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+    assert pause >= 3 and spec["template"]["spec"]["terminationGracePeriodSeconds"] > pause
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" and container["readinessProbe"]["periodSeconds"] == 1
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert spec["replicas"] == 2
+
+
+def test_gateway_disruption_budget_lets_one_gateway_go_at_a_time():
+    pdb = gateway.build_gateway_pdb(owner(), "policy/v1")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"][labels.COMPONENT] == labels.COMPONENT_GATEWAY

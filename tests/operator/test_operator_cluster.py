@@ -75,7 +75,7 @@ def test_an_omnideployment_gets_every_child(omni, start_operator):
     assert '"worker_base_port": 22400' in config
     assert omni.child("v1", "Service", "full-workers")["spec"]["clusterIP"] == "None"
     pdbs = omni.api.list("policy/v1beta1", "PodDisruptionBudget", omni.namespace)
-    assert [p["metadata"]["name"] for p in pdbs] == ["full-workers"]
+    assert sorted(p["metadata"]["name"] for p in pdbs) == ["full-gateway", "full-workers"]
     pod = omni.pods("full")[0]
     assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] in (1, "1")
 

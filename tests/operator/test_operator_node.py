@@ -7,7 +7,9 @@ import subprocess
 
 import pytest
 
+from omnikube import labels
 from tests.fixtures.omnideployment import eventually, load_sample
+from tests.fixtures.pod_security import restricted_violations, writable_root_containers
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -37,3 +39,26 @@ def test_the_simulated_sample_becomes_ready_with_real_pods_and_scales(omni, star
     eventually(lambda: omni.status(name).get("readyWorkers") == 2, 180, "two ready workers")
     omni.cluster.kubectl("scale", "-n", omni.namespace, f"omni/{name}", "--replicas=1")
     omni.wait_workers(name, [f"{name}-worker-0"], timeout=120)
+
+
+def test_locked_down_worker_and_gateway_pods_run_read_only_on_the_node(omni, start_operator, omnikube_images):
+    # Images built from this checkout: the lock-down must hold for the code as it is now.
+    sample = load_sample("simulated")
+    name, spec = sample["metadata"]["name"], sample["spec"]
+    spec["workers"]["replicas"] = 1
+    start_operator()
+    omni.create(name, spec)
+    omni.wait_condition(name, "Ready", "True", timeout=240)
+    for component in (labels.COMPONENT_WORKER, labels.COMPONENT_GATEWAY):
+        pod = next(p for p in omni.pods(name, component) if not p["metadata"].get("deletionTimestamp"))
+        # The pod as the API server stored it (after defaulting), not as the operator built it.
+        assert restricted_violations(pod["spec"]) == [], component
+        assert writable_root_containers(pod["spec"]) == [], component
+        write = "import sys\nfor path in sys.argv[1:]:\n    open(path + '/probe', 'w').write('x')\n    print('wrote', path)"
+        pod_name = pod["metadata"]["name"]
+        ok = omni.cluster.kubectl("exec", "-n", omni.namespace, pod_name, "--", "python3", "-c", write,
+                                  "/tmp", "/var/cache/omnikube", "/var/lib/omnikube/data")
+        assert ok.stdout.count("wrote") == 3, ok.stdout
+        refused = omni.cluster.kubectl("exec", "-n", omni.namespace, pod_name, "--", "python3", "-c", write,
+                                       "/opt/omnikube", check=False)
+        assert refused.returncode != 0 and "Read-only file system" in refused.stderr, (component, refused.stderr)

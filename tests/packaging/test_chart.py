@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from omnikube import labels
 from omnikube_operator import handlers, rbac
@@ -185,3 +186,23 @@ def test_the_plain_manifests_match_a_fresh_render_of_the_chart(tmp_path):
 
 def test_the_chart_crd_is_the_generated_one():
     assert (CHART / "crds" / "omnideployments.yaml").read_text() == (REPO / "manifests" / "crd" / "omnideployments.yaml").read_text()
+
+
+@pytest.mark.parametrize("kind, api_version", [("HorizontalPodAutoscaler", "autoscaling/v2"), ("KEDA", "keda.sh/v1alpha1")])
+def test_the_hpa_and_keda_examples_scale_the_omnideployments_scale_subresource_on_the_gateways_queue(kind, api_version):
+    from omnikube.metric_names import GATEWAY_ETA_SECONDS, GATEWAY_QUEUE_LENGTH
+
+    (scaler,) = render_chart({"externalAutoscaler.kind": kind, "externalAutoscaler.target": "omni",
+                              "externalAutoscaler.maxReplicas": 6}, show_only="templates/external-autoscaler.yaml")
+    assert scaler["apiVersion"] == api_version
+    assert scaler["spec"]["scaleTargetRef"] == {"apiVersion": labels.API_VERSION, "kind": labels.KIND, "name": "omni"}
+    text = str(scaler["spec"])
+    assert GATEWAY_QUEUE_LENGTH in text and (kind != "KEDA" or GATEWAY_ETA_SECONDS in text)
+    assert scaler["spec"].get("maxReplicas", scaler["spec"].get("maxReplicaCount")) == 6
+    crd = yaml.safe_load((REPO / "manifests" / "crd" / "omnideployments.yaml").read_text())
+    scale = crd["spec"]["versions"][0]["subresources"]["scale"]
+    assert scale["specReplicasPath"] == ".spec.workers.replicas"
+
+
+def test_no_external_autoscaler_is_rendered_unless_asked():
+    assert not [o for o in render_chart() if o["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]

@@ -101,7 +101,7 @@ def test_metrics_expose_state_sessions_latency_tokens_audio_and_load_time(client
     client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}], "tts": {"enabled": True}})
     text = client.get("/metrics").text
     assert 'omnikube_worker_state{state="idle"} 1.0' in text
-    assert 'omnikube_worker_sessions_total{outcome="completed",type="chat"}' in text
+    assert 'omnikube_worker_sessions_total{outcome="completed",task_type="chat"}' in text
     for name in ("omnikube_worker_time_to_first_token_seconds_bucket", "omnikube_worker_time_to_first_audio_seconds_bucket",
                  "omnikube_worker_generated_tokens_total", "omnikube_worker_generated_audio_seconds_total",
                  "omnikube_worker_model_load_seconds", 'omnikube_worker_info{backend="simulated"'):
@@ -111,7 +111,7 @@ def test_metrics_expose_state_sessions_latency_tokens_audio_and_load_time(client
 def test_completed_chat_counts_in_the_sessions_metric(client):
     def completed() -> float:
         for line in client.get("/metrics").text.splitlines():
-            if line.startswith('omnikube_worker_sessions_total{outcome="completed",type="chat"}'):
+            if line.startswith('omnikube_worker_sessions_total{outcome="completed",task_type="chat"}'):
                 return float(line.split()[-1])
         raise AssertionError("series missing")
 

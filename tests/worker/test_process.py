@@ -118,3 +118,39 @@ def test_a_load_failure_exits_non_zero(start_worker):
     worker = start_worker(zero_delay=True, fault="load_error", wait=False)
     wait_until(lambda: not worker.alive(), 20, "the worker to exit")
     assert worker.process.returncode == 3 and "load failed" in worker.log()
+
+
+def test_a_200000_deep_nested_frame_gets_an_error_frame_and_the_session_goes_on(shared_worker):
+    async def session() -> tuple[dict, dict]:
+        async with websockets.connect(f"{shared_worker.ws_url}/ws/duplex?session_id=adx_deep", max_size=2**27) as ws:
+            await ws.send("[" * 200_000 + "]" * 200_000)
+            error = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "prepare"}))
+            return error, json.loads(await ws.recv())
+
+    error, prepared = asyncio.run(session())
+    assert error == {"type": "error", "error": "JSON nested too deeply"}
+    assert prepared["type"] == "prepared"
+    shared_worker.wait_status("idle")
+
+
+def test_sixteen_concurrent_chats_straight_to_one_worker_wait_their_turn_and_all_succeed(start_worker):
+    worker = start_worker(zero_delay=True, prefill_ms=40)  # 16 x 40 ms fits well inside the 5 s grace
+
+    async def chats() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as client:
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            answers = await asyncio.gather(*(client.post(f"{worker.url}/chat", json=body) for _ in range(16)))
+        return [answer.status_code for answer in answers]
+
+    assert asyncio.run(chats()) == [200] * 16
+
+
+def test_the_worker_does_not_negotiate_per_message_compression(shared_worker):
+    async def extensions() -> list:
+        # The websockets client offers permessage-deflate by default, as a browser does.
+        async with websockets.connect(f"{shared_worker.ws_url}/ws/duplex?session_id=adx_z") as ws:
+            return [ws.response.headers.get("Sec-WebSocket-Extensions"), ws.protocol.extensions]
+
+    assert asyncio.run(extensions()) == [None, []]
+    shared_worker.wait_status("idle")

@@ -88,6 +88,7 @@ async def health(request: Request) -> JSONResponse:
     ctx = get_context(request)
     state = ctx.state
     loading = state.status is WorkerStatus.loading
+    pace = state.pace.fit()
     body = WorkerHealthResponse(
         status="initializing" if loading else ("error" if state.status is WorkerStatus.error else "healthy"),
         worker_status=state.status, gpu_id=ctx.settings.gpu_id, model_loaded=state.ready,
@@ -95,6 +96,8 @@ async def health(request: Request) -> JSONResponse:
         avg_inference_time_ms=round(state.avg_inference_time_ms, 1),
         kv_cache_length=ctx.backend.kv_cache_length if state.ready else 0,
         worker_index=ctx.settings.worker_index, **ctx.info(),
+        generation_overhead_ms=None if pace is None else round(pace[0], 3),
+        ms_per_token=None if pace is None else round(pace[1], 3),
     )
     return JSONResponse(body.model_dump(mode="json"))
 

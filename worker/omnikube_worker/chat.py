@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from omnikube.protocol import (CLOSE_TRY_AGAIN_LATER, INPUT_SAMPLE_RATE, OUTPUT_SAMPLE_RATE, ChatRequest, ChatResponse, TokenStats,
-                               Sampling, WorkerStatus, WsChatRequest)
+                               Sampling, WORKER_BUSY_ERROR, WorkerStatus, WsChatRequest)
 
 from . import metrics
 from .backend import Audio, GenerateOptions, Piece, Turn, Unsupported
@@ -93,6 +93,7 @@ async def _infer(ctx: WorkerContext, chat_request: ChatRequest, turns: list[Turn
         return _failure(ctx, 500, f"{exc.__class__.__name__}: {exc}")
     duration_ms = (time.monotonic() - started) * 1000.0
     ctx.state.record_chat(duration_ms)
+    ctx.state.pace.add(duration_ms, result.generated_tokens)
     metrics.SESSIONS.labels("chat", "completed").inc()
     metrics.TIME_TO_FIRST_TOKEN.labels("chat").observe(duration_ms / 1000.0)
     metrics.TOKENS.labels("chat").inc(result.generated_tokens)
@@ -199,7 +200,7 @@ async def ws_chat(ws: WebSocket) -> None:
         lease = await ctx.state.acquire(WorkerStatus.busy_half_duplex, f"chat_ws_{uuid.uuid4().hex[:8]}")
     except (Busy, NotReady) as exc:
         metrics.SESSIONS.labels("chat_ws", "rejected_busy").inc()
-        await _send_final_error(ws, "Worker busy" if isinstance(exc, Busy) else "Worker not ready")
+        await _send_final_error(ws, WORKER_BUSY_ERROR if isinstance(exc, Busy) else "Worker not ready")
         return
     outcome = "error"
     try:
@@ -253,14 +254,15 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
             reply = await stream_reply(ctx.backend, options, stop, "chat_ws", send_chunk, started)
         except Disconnected:
             stop.set()
-            return "client_gone"
+            return "client_left"
         except Exception as exc:  # a model failure
             if stop.is_set():
-                return "client_gone"
+                return "client_left"
             await _send_final_error(ws, f"{exc.__class__.__name__}: {exc}")
             return "error"
         if stop.is_set():
-            return "client_gone"
+            return "client_left"
+        ctx.state.pace.add(reply.elapsed_ms, reply.tokens)
         done: dict[str, object] = {"type": "done", "text": reply.text, "generated_tokens": reply.tokens,
                                    "input_tokens": input_tokens, **ctx.info()}
         if not request.streaming:
@@ -274,7 +276,7 @@ async def _ws_chat_session(ctx: WorkerContext, ws: WebSocket, request: WsChatReq
         try:
             await send_json(ws, done)
         except Disconnected:
-            return "client_gone"
+            return "client_left"
         return "completed"
     finally:
         watcher.cancel()

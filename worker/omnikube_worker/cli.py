@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, on_load_failure=stop_on_load_failure)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_MESSAGE_BYTES,
-                                           log_level=args.log_level.lower(), lifespan="on"))
+                                           # Audio and video frames barely compress: deflate would cost
+                                           # ~5 ms per 85 kB chunk for nothing (the gateway turns it off too).
+                                           ws_per_message_deflate=False, log_level=args.log_level.lower(), lifespan="on"))
     logging.getLogger("omnikube.worker").info("worker %d (%s backend) on %s:%d", settings.worker_index,
                                                settings.backend, settings.host, settings.port)
     server.run()

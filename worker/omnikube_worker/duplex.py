@@ -84,16 +84,16 @@ class DuplexSession:
                 await close(self.ws, 1000, PAUSE_TIMEOUT_CLOSE_REASON)
                 return "timeout"
             except Disconnected:
-                return "client_gone"
+                return "client_left"
             except BadFrame as exc:
                 metrics.BAD_INPUT.labels(self.type).inc()
                 if not await self._error(str(exc)):
-                    return "client_gone"
+                    return "client_left"
                 continue
             try:
                 outcome = await self._handle(message)
             except Disconnected:
-                return "client_gone"
+                return "client_left"
             if outcome:
                 return outcome
 

@@ -96,14 +96,14 @@ class HalfDuplexSession:
                 await send_json(self.ws, {"type": "timeout", "elapsed_s": round(time.monotonic() - self.started, 1)})
                 return "timeout"
             except Disconnected:
-                return "client_gone"
+                return "client_left"
             except BadFrame as exc:
                 await self._bad(str(exc))
                 continue
             try:
                 outcome = await self._handle(message)
             except Disconnected:
-                return "client_gone"
+                return "client_left"
             except (BadFrame, MediaError) as exc:
                 await self._bad(str(exc))
                 continue

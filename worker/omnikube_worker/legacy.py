@@ -50,7 +50,7 @@ async def ws_streaming(ws: WebSocket) -> None:
     finally:
         ctx.streaming_stops.discard(session.stop)
         session.reader.cancel()
-        await session.end_turn("client_gone")
+        await session.end_turn("client_left")
         await close(ws)
 
 

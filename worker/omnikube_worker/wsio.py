@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from omnikube.protocol import WS_MAX_MESSAGE_BYTES
+from omnikube.protocol import WS_MAX_MESSAGE_BYTES, NotAJsonObject, loads_object
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,12 +40,9 @@ async def receive_json(ws: WebSocket, timeout: float | None = None) -> dict[str,
     if len(text) > WS_MAX_MESSAGE_BYTES:
         raise BadFrame(f"frame of {len(text)} bytes exceeds the limit of {WS_MAX_MESSAGE_BYTES} bytes")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadFrame(f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise BadFrame("expected a JSON object")
-    return data
+        return loads_object(text)
+    except NotAJsonObject as exc:
+        raise BadFrame(str(exc)) from None
 
 
 def parse(model: type[M], data: dict[str, Any], what: str) -> M:
