@@ -1,5 +1,6 @@
-"""Benchmark 6: the operator's autoscaler, from a queue forming to a new worker serving it, and from
-the load ending to the workers being gone.
+"""Benchmark 7: the operator's autoscaler.
+
+Time from a queue forming to a new worker serving it, and from the load ending to the workers being gone.
 
 The local cluster's control plane, the real `omnikube-operator` (default 10 s periodic look, so the
 autoscaler looks at the gateway once every 10 s) and a real gateway process in discovery mode; the
