@@ -14,8 +14,9 @@ mkdir -p "$OUT"
 "$PIP" download --quiet --no-deps --only-binary=:all: --python-version "$PYVER" \
   --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d "$OUT" \
   transformers==4.51.0 tokenizers==0.21.4 huggingface-hub==0.36.2 librosa==0.9.0 audioread decorator pooch resampy \
-  soundfile hyperpyyaml ruamel.yaml ruamel.yaml.clib fastapi starlette uvicorn pydantic pydantic-core \
-  annotated-types typing-inspection websockets python-multipart av 2>&1 | grep -v "^WARNING: Location" || true
+  soundfile cffi pycparser hyperpyyaml ruamel.yaml==0.18.17 ruamel.yaml.clib fastapi==0.165.0 starlette==1.10.0 uvicorn==0.55.0 pydantic pydantic-core \
+  annotated-types typing-inspection websockets python-multipart av==18.1.0 \
+  opentelemetry-api==1.45.3 importlib-metadata zipp 2>&1 | grep -v "^WARNING: Location" || true
 # minicpmo-utils is published as a source archive only: build its (pure Python) wheel here.
 "$PIP" wheel --quiet --no-deps --no-build-isolation -w "$OUT" "minicpmo-utils==1.0.7" 2>&1 | grep -v "^WARNING: Location" || true
 du -sh "$OUT"

@@ -144,11 +144,13 @@ class Kube:
                           content_type="application/merge-patch+json")
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *, uid: str | None = None,
-               propagation: str = "Background") -> bool:
-        """Delete; False when already gone. `uid` makes sure a same-named successor is not hit."""
+               resource_version: str | None = None, propagation: str = "Background") -> bool:
+        """Delete; False when already gone or no longer as described. `uid` makes sure a same-named
+        successor is not hit; `resource_version` that the object has not changed since it was read."""
         body: dict[str, Any] = {"propagationPolicy": propagation}
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {key: value for key, value in (("uid", uid), ("resourceVersion", resource_version)) if value}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             self._call("DELETE", KINDS[(api_version, kind)].path(namespace, name), body=body)
             return True

@@ -299,9 +299,13 @@ class Reconciler:
             self.recorder.normal(body, "DrainingWorker", f"{pod.name} gets no new work ({reason}; worker {state}); "
                                  f"removed when idle or after {workers.drain_timeout_seconds}s")
         for pod, reason in plan.delete:
-            if self.kube.delete("v1", "Pod", owner.namespace, pod.name, uid=pod.uid):
-                metrics.ACTIONS_TOTAL.labels("delete").inc()
-                self.recorder.normal(body, "DeletedWorkerPod", f"deleted {pod.name}: {reason}")
+            # Only the pod as it was seen: kopf's index can lag the API by a moment, and a pod that
+            # became Ready (or busy) since must be drained, not cut. Its change starts another pass.
+            if not self.kube.delete("v1", "Pod", owner.namespace, pod.name, uid=pod.uid,
+                                    resource_version=pod.resource_version or None):
+                continue
+            metrics.ACTIONS_TOTAL.labels("delete").inc()
+            self.recorder.normal(body, "DeletedWorkerPod", f"deleted {pod.name}: {reason}")
             self._deleted[pod.uid] = time.monotonic()
             seen[pod.name] = replace(pod, terminating=True, ready=False)
         for index in plan.create:

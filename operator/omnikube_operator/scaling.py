@@ -29,6 +29,7 @@ class WorkerPod:
     name: str
     index: int
     uid: str = ""
+    resource_version: str = ""
     ready: bool = False
     terminating: bool = False
     failed: bool = False
@@ -87,6 +88,7 @@ def worker_pod(pod: dict[str, Any], current_hash: str, worker_status: str | None
         name=meta["name"],
         index=int(pod_labels.get(labels.WORKER_INDEX, "-1")),
         uid=meta.get("uid", ""),
+        resource_version=meta.get("resourceVersion", ""),
         ready=ready and not meta.get("deletionTimestamp"),
         terminating=bool(meta.get("deletionTimestamp")),
         failed=status.get("phase") in ("Failed", "Succeeded"),
