@@ -13,12 +13,12 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import autoscale_bench, discovery, eta_trace, http_overhead, media, operator_bench, reliability, ws_overhead
+from . import autoscale_bench, discovery, eta_trace, gpu, http_overhead, media, operator_bench, reliability, ws_overhead
 from .context import Context
 from .procs import REPO
 from .report import Machine, Section, load_average, render, replace_section
 
-BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench, media, autoscale_bench, reliability]
+BENCHMARKS = [http_overhead, ws_overhead, eta_trace, discovery, operator_bench, media, autoscale_bench, reliability, gpu]
 DEFAULT_OUT = REPO / "docs" / "benchmarks.md"
 
 
@@ -37,10 +37,11 @@ def run_one(module, ctx: Context) -> Section:
     return section
 
 
-def _replace(out: Path, section: Section, machine: Machine) -> None:
-    section.notes.append(f"Measured in a separate run ({machine.date}, commit {machine.commit}, load average "
-                         f"{machine.load_before} before, {machine.load_after} after) that replaced this benchmark's "
-                         f"figures of the full run: `python -m bench --only {section.key} --replace`.")
+def _replace(out: Path, section: Section, machine: Machine, recorded: bool) -> None:
+    if not recorded:
+        section.notes.append(f"Measured in a separate run ({machine.date}, commit {machine.commit}, load average "
+                             f"{machine.load_before} before, {machine.load_after} after) that replaced this "
+                             f"benchmark's figures of the full run: `python -m bench --only {section.key} --replace`.")
     out.write_text(replace_section(out.read_text(), section))
 
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         # Written after every benchmark, so an interrupted run keeps what it measured.
         machine.load_after = load_average()
         if args.replace:
-            _replace(out, sections[-1], machine)
+            _replace(out, sections[-1], machine, getattr(module, "RECORDED", False))
         else:
             out.write_text(render(sections, machine, command))
     print(f"wrote {out} (logs in {ctx.log_dir})", flush=True)

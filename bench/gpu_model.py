@@ -1,6 +1,6 @@
 """The worker with the real model on a GPU: load, memory, mode switch, chat decoding, duplex chunks.
 
-`python -m bench.gpu_model --model-code DIR --work DIR --out FILE.json [--compile]` builds a
+`python -m bench.gpu_model --model-code DIR --work DIR --out FILE.json [--variants eager,compile]` builds a
 random-weight checkpoint of the full architecture (`config.full.json`, published token2wav sizes)
 with `omnikube-checkpoint` on the GPU, starts the worker's own process on it
 (`tests.fixtures.scripted_worker`: the CLI with the output heads scripted, so a chat reply is
