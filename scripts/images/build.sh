@@ -29,19 +29,23 @@ flock 8
 
 started=$SECONDS
 bash "$(dirname "$0")/base.sh" import
-wheelhouse=$(bash "$(dirname "$0")/wheelhouse.sh" 2> >(grep -v -e "Location 'file:" -e '^ *$' >&2))
-context_path=${wheelhouse#"$IMAGES_REPO_ROOT"/}
+wheelhouse() {  # prints the wheelhouse's path relative to the build context
+  local path
+  path=$(bash "$(dirname "$0")/wheelhouse.sh" "$@" 2> >(grep -v -e "Location 'file:" -e '^ *$' >&2))
+  echo "${path#"$IMAGES_REPO_ROOT"/}"
+}
 
 build() {
-  local dockerfile=$1 image=$2 base=$3
+  local dockerfile=$1 image=$2 base=$3 context_path=$4
   ilog "docker build $image ($dockerfile FROM $base)"
   docker build --quiet -f "$IMAGES_REPO_ROOT/$dockerfile" -t "$image" \
     --build-arg "BASE_IMAGE=$base" --build-arg "WHEELHOUSE=$context_path" \
     --label dev.omnikube.local-build=true \
     "$IMAGES_REPO_ROOT" >/dev/null
 }
-build Dockerfile.gateway "$GATEWAY_IMAGE" "$BASE_IMAGE_LOCAL"
-build Dockerfile.worker "$WORKER_IMAGE" "$MEDIA_IMAGE_LOCAL"
+build Dockerfile.gateway "$GATEWAY_IMAGE" "$BASE_IMAGE_LOCAL" "$(wheelhouse)"
+# The simulated worker serves half duplex too: its Silero VAD runs on onnxruntime, without torch.
+build Dockerfile.worker "$WORKER_IMAGE" "$MEDIA_IMAGE_LOCAL" "$(wheelhouse --extras vad)"
 # Dangling layers of earlier builds would pile up on the node's disk.
 docker image prune --force --filter "label=dev.omnikube.local-build=true" >/dev/null || true
 ilog "images ready in $((SECONDS - started)) s: $GATEWAY_IMAGE, $WORKER_IMAGE"

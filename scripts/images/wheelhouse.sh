@@ -2,7 +2,7 @@
 # Make the wheelhouse the Dockerfiles install from (`pip install --no-index`): pip inside
 # `docker build` has no registry access here, so every wheel is fetched on the host first.
 #
-#   scripts/images/wheelhouse.sh [--extras worker] [--python-version 3.10] [--out DIR]
+#   scripts/images/wheelhouse.sh [--extras worker|vad] [--python-version 3.10] [--out DIR]
 #
 # Defaults: no extras, the host's Python version (3.11, as Debian bookworm's python3), out
 # build/wheelhouse/py<ver>[-<extras>]. The third-party wheels are cached under $IMAGES_CACHE keyed
@@ -55,6 +55,11 @@ if [ ! -f "$deps/.complete" ]; then
       --python-version "$pyver" --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
       -r "$deps/requirements.in"
   fi
+  case ",$extras," in
+    # silero-vad requires torch to install, but only its ONNX model file is used (on onnxruntime):
+    # the wheel alone, so that the CPU image's VAD costs no torch. Pure Python, any interpreter.
+    *,vad,*) "${pip[@]}" download --quiet --no-deps --only-binary=:all: --dest "$deps" "silero-vad>=6.2" ;;
+  esac
   touch "$deps/.complete"
 fi
 

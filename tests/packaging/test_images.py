@@ -1,6 +1,7 @@
 """The locally built images (scripts/images/build.sh, same Dockerfiles as the GPU images) are what
 the Dockerfiles promise: non-root, read-only-root friendly, both entrypoints in the gateway image,
-FFmpeg and a healthy simulated worker in the worker image, and no pip left behind."""
+FFmpeg, a healthy simulated worker and a Silero VAD that hears speech (no torch) in the worker
+image, and no pip left behind."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
+
+from tests.fixtures.speech import speak
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -59,3 +63,13 @@ def test_the_worker_image_has_ffmpeg_and_its_simulated_worker_gets_healthy(omnik
     assert lines[0].startswith("ffmpeg version")
     health = json.loads(lines[-1])
     assert health["worker_status"] == "idle" and health["simulated"] is True
+
+
+def test_the_worker_image_hears_spoken_words_with_silero_vad_and_no_torch(omnikube_images, tmp_path):
+    audio = np.concatenate([np.zeros(8000), speak("Good morning, how are you?"), np.zeros(16000)]).astype("<f4")
+    (tmp_path / "speech.f32").write_bytes(audio.tobytes())
+    (tmp_path / "speech.f32").chmod(0o644)
+    script = ("python3 -c 'import importlib.util as u, numpy as np; from omnikube_worker.vad import SileroVad; "
+              "print(u.find_spec(\"torch\") is None, [e.kind for e in SileroVad().feed(np.fromfile(\"/in.f32\", \"<f4\"))])'")
+    out = run(omnikube_images, "omnikube/worker:dev", script, "-v", f"{tmp_path / 'speech.f32'}:/in.f32:ro")
+    assert out.strip() == "True ['start', 'segment']", out
