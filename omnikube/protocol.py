@@ -7,6 +7,7 @@ Shared by the worker (which speaks it) and the gateway (which routes and relays 
 from __future__ import annotations
 
 import json
+from base64 import b64encode
 from enum import Enum
 from typing import Annotated, Any, Literal, Union
 
@@ -244,6 +245,23 @@ class WorkerHealthResponse(_Wire):
     # generation_overhead_ms + ms_per_token * generated tokens. None before its first chat.
     generation_overhead_ms: float | None = Field(None, ge=0, allow_inf_nan=False)
     ms_per_token: float | None = Field(None, ge=0, allow_inf_nan=False)
+
+
+class DefaultRefAudio(_Wire):
+    """A default voice as the web UI reads it: the gateway's `GET /api/default_ref_audio`, and a
+    worker's `GET /default_ref_audio` (the voice its replies get when a request names none)."""
+
+    name: str
+    duration: float          # seconds, one decimal
+    sample_rate: int
+    samples: int
+    base64: str              # raw little-endian float32 mono at sample_rate
+
+    @classmethod
+    def from_samples(cls, name: str, samples: Any, sample_rate: int = INPUT_SAMPLE_RATE) -> "DefaultRefAudio":
+        """From a numpy array of mono samples."""
+        return cls(name=name, duration=round(samples.size / sample_rate, 1), sample_rate=sample_rate,
+                   samples=int(samples.size), base64=b64encode(samples.astype("<f4").tobytes()).decode())
 
 
 # ---- full duplex (WS /ws/duplex) ----------------------------------------------------------------

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssl-keyfile", help="TLS private key")
     p.add_argument("--lang", choices=["zh", "en"], help="default UI language in /api/frontend_defaults")
     p.add_argument("--data-dir", help="recordings, reference audio and gateway state (default service.data_dir)")
+    p.add_argument("--presets-dir", help="preset folders, <mode>/*.yaml (default: the presets shipped with the gateway)")
     p.add_argument("--api-keys-file", help="file with one API key per line; enables auth on the public API")
     p.add_argument("--admin-keys-file", help="file with one admin key per line; protects the admin API")
     p.add_argument("--health-interval", type=float, help="seconds between /health probes of a healthy worker (default 5)")
@@ -82,6 +83,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         https=args.https, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
         data_dir=Path(service.data_dir), api_keys_file=args.api_keys_file, admin_keys_file=args.admin_keys_file, lang=args.lang,
         **({"health_interval_s": args.health_interval} if args.health_interval else {}),
+        **({"presets_dir": Path(args.presets_dir)} if args.presets_dir else {}),
     )
 
 

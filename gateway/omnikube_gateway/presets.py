@@ -1,4 +1,9 @@
-"""Presets (data.md §5): shipped, read-only YAML under `assets/presets/<mode>/*.yaml`.
+"""Presets (data.md §5): read-only YAML under `<presets_dir>/<mode>/*.yaml`.
+
+The gateway ships a set of its own (`assets/presets/`, text only: no voice of ours to ship);
+`--presets-dir` points at others, for example the demo's `assets/presets` mounted from a ConfigMap
+or volume. A relative audio path in a preset is read from the folder that holds `assets/`, the
+demo's service root, so its files work unchanged.
 
 `GET /api/presets` lists them per mode with audio replaced by references (name, duration);
 `GET /api/presets/{mode}/{preset_id}/audio` returns the audio itself as the workers expect it
@@ -25,20 +30,22 @@ from .auth import require_api_key
 log = logging.getLogger(__name__)
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
-PRESETS_DIR = Path("assets/presets")
+def _audio_file(root: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else root.parent.parent / path
 
 
-def _audio_ref(path: str) -> dict[str, Any]:
+def _audio_ref(root: Path, path: str) -> dict[str, Any]:
     try:
-        duration = round(decode_audio(Path(path).read_bytes(), rate=INPUT_SAMPLE_RATE).size / INPUT_SAMPLE_RATE, 1)
+        samples = decode_audio(_audio_file(root, path).read_bytes(), rate=INPUT_SAMPLE_RATE)
+        duration = round(samples.size / INPUT_SAMPLE_RATE, 1)
     except (OSError, AudioDecodeError):
         duration = 0
     return {"data": None, "path": path, "name": Path(path).name, "duration": duration}
 
 
-def _audio_data(path: str) -> dict[str, Any]:
+def _audio_data(root: Path, path: str) -> dict[str, Any]:
     try:
-        samples = decode_audio(Path(path).read_bytes(), rate=INPUT_SAMPLE_RATE)
+        samples = decode_audio(_audio_file(root, path).read_bytes(), rate=INPUT_SAMPLE_RATE)
     except (OSError, AudioDecodeError):
         return {"data": None, "name": Path(path).name, "duration": 0}
     return {"data": base64.b64encode(samples.astype("<f4").tobytes()).decode(), "name": Path(path).name,
@@ -66,7 +73,7 @@ def load_raw(root: Path) -> dict[str, list[dict[str, Any]]]:
     return modes
 
 
-def describe(raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+def describe(root: Path, raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     listing: dict[str, list[dict[str, Any]]] = {}
     for mode, presets in raw.items():
         listing[mode] = []
@@ -74,11 +81,11 @@ def describe(raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, A
             item = dict(preset)
             if isinstance(item.get("system_content"), list):
                 item["system_content"] = [
-                    {"type": "audio", **_audio_ref(str(c.get("path")))} if isinstance(c, dict) and c.get("type") == "audio" else c
+                    {"type": "audio", **_audio_ref(root, str(c.get("path")))} if isinstance(c, dict) and c.get("type") == "audio" else c
                     for c in item["system_content"]
                 ]
             if item.get("ref_audio_path"):
-                item["ref_audio"] = _audio_ref(str(item.pop("ref_audio_path")))
+                item["ref_audio"] = _audio_ref(root, str(item.pop("ref_audio_path")))
             listing[mode].append(item)
     return listing
 
@@ -86,7 +93,7 @@ def describe(raw: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, A
 async def _raw(request: Request) -> dict[str, list[dict[str, Any]]]:
     state = request.app.state
     if getattr(state, "presets_raw", None) is None:
-        state.presets_raw = await asyncio.to_thread(load_raw, PRESETS_DIR)
+        state.presets_raw = await asyncio.to_thread(load_raw, state.settings.presets_dir)
     return state.presets_raw
 
 
@@ -94,7 +101,7 @@ async def _raw(request: Request) -> dict[str, list[dict[str, Any]]]:
 async def list_presets(request: Request) -> dict:
     state = request.app.state
     if getattr(state, "presets", None) is None:
-        state.presets = await asyncio.to_thread(describe, await _raw(request))
+        state.presets = await asyncio.to_thread(describe, state.settings.presets_dir, await _raw(request))
     return state.presets
 
 
@@ -104,13 +111,15 @@ async def preset_audio(mode: str, preset_id: str, request: Request) -> dict:
     if preset is None:
         raise HTTPException(404, f"Preset not found: {mode}/{preset_id}")
 
+    root = request.app.state.settings.presets_dir
+
     def load() -> dict:
         body: dict[str, Any] = {}
         if isinstance(preset.get("system_content"), list):
-            body["system_content_audio"] = [_audio_data(str(c.get("path"))) for c in preset["system_content"]
+            body["system_content_audio"] = [_audio_data(root, str(c.get("path"))) for c in preset["system_content"]
                                             if isinstance(c, dict) and c.get("type") == "audio"]
         if preset.get("ref_audio_path"):
-            body["ref_audio"] = _audio_data(str(preset["ref_audio_path"]))
+            body["ref_audio"] = _audio_data(root, str(preset["ref_audio_path"]))
         return body
 
     return await asyncio.to_thread(load)

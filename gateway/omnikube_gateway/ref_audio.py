@@ -27,12 +27,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict
 
 from omnikube.audio import AudioDecodeError, decode_audio
-from omnikube.protocol import INPUT_SAMPLE_RATE
+from omnikube.protocol import INPUT_SAMPLE_RATE, DefaultRefAudio
 
 from . import wav
 from .auth import require_admin, require_api_key
@@ -43,6 +44,8 @@ router = APIRouter()
 UPLOAD_BODY_LIMIT = 16 * 1024 * 1024
 MIN_DURATION_S, MAX_DURATION_S = 0.5, 60.0
 MAX_NAME = 100
+# A worker answers from its event loop (the model runs in threads); the payload is a few hundred kB.
+WORKER_VOICE_TIMEOUT_S = 10.0
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -193,22 +196,41 @@ _default_cache: dict[str, dict] = {}
 
 @router.get("/api/default_ref_audio", dependencies=[Depends(require_api_key)])
 async def default_ref_audio(request: Request) -> dict:
+    """The configured voice file when the gateway can read it; otherwise the voice a worker uses
+    when a request names none (in a cluster the file usually lives with the weights, not here)."""
     path = request.app.state.settings.config.audio.ref_audio_path
-    if not path:
-        raise HTTPException(404, "No default ref audio configured")
     if path in _default_cache:
         return _default_cache[path]
+    if path and await asyncio.to_thread(Path(path).is_file):
+        _default_cache[path] = await asyncio.to_thread(_load_default, Path(path))
+        return _default_cache[path]
+    voice, why = await _workers_default_voice(request)
+    if voice is None:
+        where = f"Default ref audio not found: {path}" if path else "No default ref audio configured"
+        raise HTTPException(404, f"{where}; {why}")
+    return voice
 
-    def load() -> dict:
-        file = Path(path)
-        if not file.is_file():
-            raise HTTPException(404, f"Default ref audio not found: {path}")
+
+def _load_default(file: Path) -> dict:
+    try:
+        samples = decode_audio(file.read_bytes(), rate=INPUT_SAMPLE_RATE, max_seconds=MAX_DURATION_S)
+    except AudioDecodeError as exc:
+        raise HTTPException(500, f"Failed to load ref audio: {exc}")
+    return DefaultRefAudio.from_samples(file.name, samples).model_dump()
+
+
+async def _workers_default_voice(request: Request) -> tuple[dict | None, str]:
+    """The first healthy worker's default voice, or None and why there is none. Not cached: a
+    rolled-out worker may bring another voice."""
+    state = request.app.state
+    reasons = []
+    for worker in [w for w in state.registry if w.healthy and w.ready]:
         try:
-            samples = decode_audio(file.read_bytes(), rate=INPUT_SAMPLE_RATE, max_seconds=MAX_DURATION_S)
-        except AudioDecodeError as exc:
-            raise HTTPException(500, f"Failed to load ref audio: {exc}")
-        return {"name": file.name, "duration": round(samples.size / INPUT_SAMPLE_RATE, 1), "sample_rate": INPUT_SAMPLE_RATE,
-                "samples": int(samples.size), "base64": base64.b64encode(samples.astype("<f4").tobytes()).decode()}
-
-    _default_cache[path] = await asyncio.to_thread(load)
-    return _default_cache[path]
+            response = await state.worker_clients.get(worker.worker_id, worker.http_url).get(
+                f"{worker.http_url}/default_ref_audio", timeout=WORKER_VOICE_TIMEOUT_S)
+            if response.status_code == 200:
+                return DefaultRefAudio.model_validate_json(response.content).model_dump(), ""
+            reasons.append(f"worker {worker.worker_id}: {response.json().get('detail', response.status_code)}")
+        except (httpx.HTTPError, ValueError) as exc:
+            reasons.append(f"worker {worker.worker_id}: {type(exc).__name__}")
+    return None, "; ".join(reasons) or "no healthy worker to ask"

@@ -12,6 +12,8 @@ from pathlib import Path
 from omnikube.config import OmniConfig
 
 DEFAULT_CERT_FILE = "certs/cert.pem"
+# Presets shipped with the gateway (`<mode>/*.yaml`, data.md §5); a deployment may point elsewhere.
+SHIPPED_PRESETS_DIR = Path(__file__).with_name("assets") / "presets"
 DEFAULT_KEY_FILE = "certs/key.pem"
 
 
@@ -46,6 +48,7 @@ class GatewaySettings:
     api_keys_file: str | None = None
     admin_keys_file: str | None = None
     lang: str | None = None
+    presets_dir: Path = SHIPPED_PRESETS_DIR
     # Health: a live worker is probed this often; an unhealthy one much more often, to re-admit it fast.
     health_interval_s: float = 5.0
     unhealthy_probe_interval_s: float = 0.5

@@ -20,6 +20,8 @@ from typing import Awaitable, Callable
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from .recordings import session_dir
+
 WEB_DIR = Path(__file__).with_name("web")
 STATIC_DIR = WEB_DIR / "static"
 
@@ -82,8 +84,11 @@ async def admin() -> Response:
 
 
 @router.get("/s/{session_id}")
-async def session_viewer(session_id: str) -> Response:
-    # The page fetches /api/sessions/{id} itself and says "not found" there, so one file serves all.
+async def session_viewer(session_id: str, request: Request) -> Response:
+    # A link to a session that was never recorded (or has been cleaned up) is an error, as in the
+    # original; an invalid id is a 400 from check_id. The page itself fetches the rest.
+    if not await asyncio.to_thread((session_dir(request, session_id) / "meta.json").is_file):
+        raise HTTPException(404, f"Session not found: {session_id}")
     return _page("session.html")
 
 

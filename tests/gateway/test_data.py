@@ -193,18 +193,28 @@ def test_recent_sessions_are_listed_newest_first(gateway_app, session, tmp_path)
     assert body["sessions"][0]["app_type"] == "chat"
 
 
-def test_presets_list_voices_by_reference_and_serve_their_audio(gateway_app, tmp_path, monkeypatch):
-    from omnikube_gateway import presets
+def test_the_shipped_presets_offer_a_choice_on_every_page(gateway_app):
+    listing = gateway_app.get("/api/presets").json()
+    assert sorted(listing) == ["audio_duplex", "half_duplex_audio", "omni", "turnbased"]
+    assert [p["id"] for p in listing["audio_duplex"]] == ["english_call", "chinese_call"]
+    assert all(p.get("system_prompt") or p.get("system_content") for mode in listing.values() for p in mode)
+    assert listing["turnbased"][0]["system_content"][0]["type"] == "text"
 
-    root = tmp_path / "presets"
+
+def test_presets_list_voices_by_reference_and_serve_their_audio(gateway_app, tmp_path):
+    root = tmp_path / "service" / "assets" / "presets"
     (root / "omni").mkdir(parents=True)
     (tmp_path / "voice.wav").write_bytes(wav_bytes(1.0, rate=24000))
     (root / "omni" / "b.yaml").write_text(f"id: calm\norder: 2\nname: Calm\nref_audio_path: {tmp_path / 'voice.wav'}\n")
     (root / "omni" / "a.yaml").write_text("id: first\norder: 1\nname: First\nsystem_prompt: hi\n")
     (root / "omni" / "broken.yaml").write_text("id: [unclosed\n")
-    monkeypatch.setattr(presets, "PRESETS_DIR", root)
+    (tmp_path / "service" / "assets" / "ref_audio").mkdir()  # a relative path is read from the service root
+    (tmp_path / "service" / "assets" / "ref_audio" / "warm.wav").write_bytes(wav_bytes(2.0, rate=16000))
+    (root / "omni" / "c.yaml").write_text("id: warm\norder: 3\nname: Warm\nref_audio_path: assets/ref_audio/warm.wav\n")
+    gateway_app.app.state.settings.presets_dir = root
     listing = gateway_app.get("/api/presets").json()
-    assert [p["id"] for p in listing["omni"]] == ["first", "calm"]
+    assert [p["id"] for p in listing["omni"]] == ["first", "calm", "warm"]
+    assert listing["omni"][2]["ref_audio"]["duration"] == 2.0
     assert listing["omni"][1]["ref_audio"] == {"data": None, "path": str(tmp_path / "voice.wav"), "name": "voice.wav", "duration": 1.0}
     audio = gateway_app.get("/api/presets/omni/calm/audio").json()["ref_audio"]
     assert len(base64.b64decode(audio["data"])) == 16000 * 4  # resampled to 16 kHz float32

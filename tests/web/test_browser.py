@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select
 
 from omnikube.audio import resample
 
@@ -402,6 +403,21 @@ def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepar
     stop_duplex(browser)
 
 
+def test_a_shipped_preset_chosen_on_the_duplex_page_becomes_the_sessions_system_prompt(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    wait_js(browser, "[...document.querySelectorAll('#voice option')].some(o => o.value === 'preset:english_call')", 10)
+    Select(browser.find_element(By.CSS_SELECTOR, "#voice select")).select_by_value("preset:english_call")
+    wait_js(browser, "document.querySelector('#voice').innerText.includes('the worker default is used')", 10)
+    browser.execute_script(SPY_ON_SOCKETS)
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    prepare = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).type === 'prepare')"))
+    assert prepare["system_prompt"].startswith("You are on a phone call with the user.")
+    stop_duplex(browser)
+
+
 def test_a_queued_second_user_sees_position_1_and_a_countdown_and_is_served_when_the_first_leaves(
     service, browser_factory, speech_wav
 ):
@@ -519,6 +535,27 @@ def test_a_recorded_session_plays_back_in_the_session_viewer(service, browser, c
     browser.execute_script("document.querySelector('#content .msg.assistant audio').play()")
     wait_js(browser, "document.querySelector('#content .msg.assistant audio').currentTime > 0.2", 10)
     screenshot(browser, "session-viewer")
+
+
+def test_with_api_keys_on_the_session_viewer_plays_and_downloads_with_the_pages_key(
+        sim_worker, browser_factory, data_dir, chat_recording, tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("viewer-key-1\n")
+    gateway = launch_gateway(tmp_path, [sim_worker], args=["--data-dir", str(data_dir), "--api-keys-file", str(keys)])
+    try:
+        browser = browser_factory()
+        browser.get(f"{gateway.url}/s/{chat_recording}?api_key=viewer-key-1")
+        wait_js(browser, "document.querySelectorAll('#content .msg').length === 2", 15)
+        links = browser.execute_script("return [...document.querySelectorAll('#content audio')].map(a => a.src)"
+                                       ".concat([...document.querySelectorAll('#info a')].map(a => a.href))")
+        assert len(links) == 3 and all(httpx.get(link, timeout=10).status_code == 200 for link in links)
+        bare = links[0].split("?")[0]
+        assert httpx.get(bare, timeout=10).status_code == 401  # the media really needed the key
+        browser.execute_script("document.querySelector('#content .msg.assistant audio').play()")
+        wait_js(browser, "document.querySelector('#content .msg.assistant audio').currentTime > 0.2", 10)
+        browser.execute_script("localStorage.clear()")  # the remembered key must not leak into later tests
+    finally:
+        gateway.kill()
 
 
 def test_the_admin_page_plays_back_a_recent_session(service, browser, chat_recording):

@@ -30,16 +30,25 @@ class Apps:
         return app_id not in self.disabled
 
 
-def client(apps: Apps | None = None) -> TestClient:
-    app = FastAPI()
-    app.include_router(web.router)
-    if apps is not None:
-        app.state.apps = apps
-    return TestClient(app)
+@pytest.fixture
+def client(tmp_path):
+    """`client(apps)`: the web router alone, over a data dir where `chat_abc123` was recorded."""
+    (tmp_path / "sessions" / "chat_abc123").mkdir(parents=True)
+    (tmp_path / "sessions" / "chat_abc123" / "meta.json").write_text('{"session_id": "chat_abc123"}')
+
+    def make(apps: Apps | None = None) -> TestClient:
+        app = FastAPI()
+        app.include_router(web.router)
+        app.state.settings = SimpleNamespace(data_dir=tmp_path)
+        if apps is not None:
+            app.state.apps = apps
+        return TestClient(app)
+
+    return make
 
 
 @pytest.mark.parametrize("path,marker", PAGES.items())
-def test_every_page_is_served_as_html_that_revalidates(path, marker):
+def test_every_page_is_served_as_html_that_revalidates(path, marker, client):
     response = client(Apps()).get(path)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -47,15 +56,25 @@ def test_every_page_is_served_as_html_that_revalidates(path, marker):
     assert marker in response.text
 
 
+def test_the_viewer_of_a_session_never_recorded_is_a_404_with_the_reason(client):
+    response = client(Apps()).get("/s/chat_never")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Session not found: chat_never"}
+
+
+def test_the_viewer_of_an_invalid_session_id_is_a_400(client):
+    assert client(Apps()).get("/s/bad id!").status_code == 400
+
+
 @pytest.mark.parametrize("path,app_id", [("/turnbased", "turnbased"), ("/omni", "omni"),
                                          ("/audio_duplex", "audio_duplex"), ("/half_duplex", "half_duplex_audio")])
-def test_a_page_whose_app_is_disabled_redirects_home(path, app_id):
+def test_a_page_whose_app_is_disabled_redirects_home(path, app_id, client):
     response = client(Apps({app_id})).get(path, follow_redirects=False)
     assert response.status_code == 302
     assert response.headers["location"] == "./"  # relative: right behind any path prefix
 
 
-def test_scripts_are_served_as_javascript_modules():
+def test_scripts_are_served_as_javascript_modules(client):
     response = client().get("/static/js/queue.js")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/javascript")
@@ -63,7 +82,7 @@ def test_scripts_are_served_as_javascript_modules():
 
 
 @pytest.mark.parametrize("path", ["/static/../web.py", "/static/%2e%2e/%2e%2e/web.py", "/static/js", "/static/nope.js"])
-def test_nothing_outside_the_static_folder_or_missing_is_served(path):
+def test_nothing_outside_the_static_folder_or_missing_is_served(path, client):
     response = client().get(path)
     assert response.status_code == 404
     assert "detail" in response.json()

@@ -118,3 +118,9 @@ def test_completed_chat_counts_in_the_sessions_metric(client):
     before = completed()
     client.post("/chat", json={"messages": [{"role": "user", "content": "hi"}]})
     assert completed() == before + 1
+
+
+def test_the_simulated_backend_has_no_default_voice_and_says_so(client):
+    response = client.get("/default_ref_audio")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "The simulated backend has no default voice"}

@@ -105,6 +105,14 @@ def test_a_spoken_reply_is_24khz_speech_of_plausible_length(model_worker, worker
     assert any((recording / "ai_audio").iterdir())
 
 
+def test_ref_audio_max_ms_cuts_the_voice_the_auto_system_prompt_carries(model_worker):
+    spoken = {"enabled": True, "mode": "audio_assistant"}
+    whole = post_chat(model_worker, generation={"max_new_tokens": 8, "do_sample": False}, tts=spoken)
+    cut = post_chat(model_worker, generation={"max_new_tokens": 8, "do_sample": False}, tts={**spoken, "ref_audio_max_ms": 1000})
+    # The prompt holds the voice as audio tokens: a 1 s cut of the (longer) default voice is fewer.
+    assert cut["token_stats"]["input_tokens"] < whole["token_stats"]["input_tokens"]
+
+
 def test_image_and_spoken_audio_in_one_message_reach_the_model(model_worker):
     voice = speak("What do you see in this picture?")
     text_only = post_chat(model_worker, generation={"max_new_tokens": 16})
@@ -114,6 +122,16 @@ def test_image_and_spoken_audio_in_one_message_reach_the_model(model_worker):
     assert omni["success"] and omni["text"] == REPLY
     # The image's slices and the audio's frames are placeholders in the prompt the model saw.
     assert omni["token_stats"]["input_tokens"] > text_only["token_stats"]["input_tokens"] + 20
+
+
+def test_use_image_id_reaches_the_prompt_the_model_builds(model_worker):
+    def input_tokens(use_image_id: bool) -> int:
+        answer = post_chat(model_worker, generation={"max_new_tokens": 4, "do_sample": False},
+                           image={"use_image_id": use_image_id}, messages=[{"role": "user", "content": [
+                               {"type": "image", "data": png_b64(64, 48)}, {"type": "text", "text": "Describe it."}]}])
+        return answer["token_stats"]["input_tokens"]
+
+    assert input_tokens(True) > input_tokens(False)  # the <image_id>N</image_id> marker
 
 
 def test_ws_chat_streams_text_and_audio_deltas_then_done(model_worker):
@@ -244,6 +262,14 @@ def model_gateway(model_worker: WorkerProc, tmp_path_factory: pytest.TempPathFac
     gateway = launch_gateway(tmp_path_factory.mktemp("model-gateway"), [model_worker])
     yield gateway
     gateway.kill()
+
+
+def test_the_gateway_serves_the_voice_the_worker_speaks_with_when_it_has_no_voice_file(model_gateway, model_worker):
+    worker_voice = httpx.get(f"{model_worker.url}/default_ref_audio", timeout=30).json()
+    assert worker_voice["name"] == "ref_minicpm_signature.wav" and worker_voice["sample_rate"] == 16000
+    assert len(base64.b64decode(worker_voice["base64"])) == 4 * worker_voice["samples"] > 4 * 16000
+    # The gateway's configured file (assets/ref_audio/..., relative) is not on its machine.
+    assert httpx.get(f"{model_gateway.url}/api/default_ref_audio", timeout=30).json() == worker_voice
 
 
 def test_the_openai_client_gets_the_models_reply_through_the_gateway(model_gateway, model_worker):

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from omnikube.protocol import WorkerHealthResponse, WorkerStatus
+from omnikube.protocol import DefaultRefAudio, WorkerHealthResponse, WorkerStatus
 
 from . import chat, duplex, half_duplex, legacy, metrics, recording
 from .backend import Backend
@@ -62,6 +62,7 @@ def create_app(settings: WorkerSettings | None = None, backend: Backend | None =
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_api_route("/cache_info", cache_info, methods=["GET"])
     app.add_api_route("/clear_cache", clear_cache, methods=["POST"])
+    app.add_api_route("/default_ref_audio", default_ref_audio, methods=["GET"], response_model=DefaultRefAudio)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"])
     for module in (chat, half_duplex, duplex, legacy):
         app.include_router(module.router)
@@ -129,6 +130,20 @@ async def clear_cache(request: Request) -> JSONResponse:
                              "message": "Worker busy; cache not cleared"}, status_code=409)
     await ctx.backend.clear_cache()
     return JSONResponse({"success": True, "message": "Cache cleared"})
+
+
+async def default_ref_audio(request: Request) -> JSONResponse:
+    """The voice this worker's replies get when a request names none (an Omnikube addition: the
+    gateway's /api/default_ref_audio falls back to it, so the UI can play the voice users will hear)."""
+    ctx = get_context(request)
+    if not ctx.state.ready:
+        return JSONResponse({"detail": "Worker not ready"}, status_code=503)
+    voice = ctx.backend.default_voice()
+    if voice is None:
+        return JSONResponse({"detail": f"The {ctx.backend.name} backend has no default voice"}, status_code=404)
+    name, samples = voice
+    body = await asyncio.to_thread(DefaultRefAudio.from_samples, name, samples)
+    return JSONResponse(body.model_dump())
 
 
 async def metrics_endpoint() -> Response:

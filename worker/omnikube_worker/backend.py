@@ -62,9 +62,12 @@ class GenerateOptions:
     generate_audio: bool = False
     voice: np.ndarray | None = None      # TTS reference voice, float32 16 kHz
     voice_path: str | None = None        # server-side reference WAV; neither given = worker default
+    voice_prompt_max_ms: int | None = None  # the voice embedded in the auto system prompt, cut to this
     tts_mode: str = "audio_assistant"    # POST /chat's tts.mode ("default" ignores the voice)
     language: str = "en"                 # language of an auto-built voice system prompt
     max_slice_nums: int | None = None
+    use_image_id: bool | None = None     # POST /chat's image.use_image_id (None: the model's default)
+    tts_sampling: dict[str, float] | None = None  # POST /chat's tts.sampling, for the model's TTS sampler
     use_tts_template: bool = False
     omni_mode: bool = False
     enable_thinking: bool = False
@@ -130,6 +133,11 @@ class Backend(ABC):
     @abstractmethod
     def load(self) -> None:
         """Load the model. Blocking; the app calls it in a thread while /health says `loading`."""
+
+    def default_voice(self) -> tuple[str, np.ndarray] | None:
+        """(file name, 16 kHz mono float32) of the voice a reply gets when its request names none;
+        None when the backend has no voice of its own."""
+        return None
 
     @property
     @abstractmethod

@@ -22,8 +22,10 @@ every call holds one lock (one model, one stream).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import importlib.util
+import inspect
 import logging
 import os
 import tempfile
@@ -275,6 +277,22 @@ class ModelCalls:
         return getattr(processor, "tokenizer", None)
 
     # -- chat --
+    def _chat_extras(self, options: GenerateOptions) -> dict[str, Any]:
+        """`use_image_id` and the TTS sampler's settings, where this model code's chat takes them
+        (the sampler is the model code's own `TTSSamplingParams` dataclass, found as chat's default)."""
+        params = inspect.signature(self.model.chat).parameters
+        extras: dict[str, Any] = {}
+        if options.use_image_id is not None and "use_image_id" in params:
+            extras["use_image_id"] = options.use_image_id
+        default = params.get("tts_sampling_params")
+        if options.generate_audio and options.tts_sampling and default is not None and dataclasses.is_dataclass(default.default):
+            known = {f.name for f in dataclasses.fields(default.default)}
+            values = {k: v for k, v in options.tts_sampling.items() if k in known}
+            if values.get("top_k") == 0:
+                values["top_k"] = None  # the protocol's "0 disables"; the model's sampler refuses 0
+            extras["tts_sampling_params"] = dataclasses.replace(default.default, **values)
+        return extras
+
     def chat(self, turns: list[Turn], options: GenerateOptions) -> ChatResult:
         if options.generate_audio:
             self._require_unified("returns no audio from chat")
@@ -286,7 +304,9 @@ class ModelCalls:
                 raise RuntimeError("speech needs a reference voice: none in the request, no audio.ref_audio_path and "
                                    f"no {DEFAULT_VOICE_IN_MODEL} in the model directory")
             if options.tts_mode != "default" and not any(m["role"] == "system" for m in msgs):
-                msgs.insert(0, voice_system_turn(voice, options.language))
+                prompt_voice = voice if options.voice_prompt_max_ms is None else \
+                    voice[: options.voice_prompt_max_ms * INPUT_SAMPLE_RATE // 1000]
+                msgs.insert(0, voice_system_turn(prompt_voice, options.language))
         with self.lock:
             self._set_mode("chat")
             _seed(options)
@@ -295,7 +315,7 @@ class ModelCalls:
                 use_tts_template=options.use_tts_template or options.generate_audio,
                 generate_audio=options.generate_audio, tts_ref_audio=voice if options.generate_audio else None,
                 omni_mode=options.omni_mode, enable_thinking=options.enable_thinking, return_prompt=True,
-                max_slice_nums=options.max_slice_nums, **sampling_kwargs(options),
+                max_slice_nums=options.max_slice_nums, **sampling_kwargs(options), **self._chat_extras(options),
             )
             stats = dict(getattr(self.model, "_last_chat_token_stats", None) or {})
         # The unified class returns (answer, prompt, waveform); the Hugging Face style one (answer, prompt).
@@ -548,6 +568,12 @@ class MiniCPMoBackend(Backend):
                  directory, self.device, time.monotonic() - started, attn)
         if s.compile and code.layout == "unified":
             self._compile(model)
+
+    def default_voice(self) -> tuple[str, np.ndarray] | None:
+        calls = self.calls
+        if calls is None or calls.default_voice is None or not calls.default_voice_path:
+            return None
+        return Path(calls.default_voice_path).name, calls.default_voice
 
     def _compile(self, model: Any) -> None:
         """The model's own torch.compile of its heavy sub-modules, then one pass of each mode so the

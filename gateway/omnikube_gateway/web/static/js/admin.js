@@ -4,7 +4,7 @@
  * Polls /status, /workers and /api/queue every 2 s (ETA settings every 30 s, apps and sessions on
  * demand). Every failure is shown on the page.
  */
-import { $, api, buildNav, el, recentSessions } from "./common.js";
+import { $, api, buildNav, el, recentSessions, sessionAssetUrl } from "./common.js";
 import { formatSeconds } from "./queue.js";
 
 const POLL_MS = 2000;
@@ -210,10 +210,6 @@ async function loadSessions() {
     [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No sessions yet"))]));
 }
 
-function assetUrl(id, path) {
-  return `api/sessions/${encodeURIComponent(id)}/assets/${path.split("/").map(encodeURIComponent).join("/")}`;
-}
-
 async function showRecording(id) {
   const box = $("#playback");
   box.hidden = false;
@@ -222,15 +218,15 @@ async function showRecording(id) {
     const rec = await api(`api/sessions/${encodeURIComponent(id)}/recording`);
     const parts = [el("h2", {}, `Recording ${id}`)];
     if (rec.mode === "duplex") {
-      if (rec.merged_replay) parts.push(el("div", {}, "Stereo: L = user, R = AI"), el("audio", { controls: true, src: assetUrl(id, rec.merged_replay) }));
+      if (rec.merged_replay) parts.push(el("div", {}, "Stereo: L = user, R = AI"), el("audio", { controls: true, src: sessionAssetUrl(id, rec.merged_replay) }));
       const spoken = (rec.chunks ?? []).filter((c) => c.result?.text).map((c) => c.result.text).join("");
       parts.push(el("p", {}, `${rec.chunks?.length ?? 0} chunks. AI said: ${spoken || "(nothing)"}`));
     } else {
       for (const turn of rec.turns ?? []) {
         parts.push(el("div", { class: "msg user" }, turn.input?.text ?? "(voice)",
-          turn.input?.audio ? el("audio", { controls: true, src: assetUrl(id, turn.input.audio) }) : null));
+          turn.input?.audio ? el("audio", { controls: true, src: sessionAssetUrl(id, turn.input.audio) }) : null));
         parts.push(el("div", { class: "msg assistant" }, turn.output?.text ?? "",
-          turn.output?.audio ? el("audio", { controls: true, src: assetUrl(id, turn.output.audio) }) : null));
+          turn.output?.audio ? el("audio", { controls: true, src: sessionAssetUrl(id, turn.output.audio) }) : null));
       }
       if (!rec.turns?.length) parts.push(el("p", { class: "muted" }, "No turns recorded"));
     }

@@ -19,12 +19,24 @@ export function httpUrl(path) {
   return new URL(path, document.baseURI).href;
 }
 
-/** ws:// or wss:// to match how the page itself was loaded. */
-export function wsUrl(path) {
+/** For what the browser fetches by itself (<audio>, <video>, <img>, a download link), which sends
+ * no Authorization header: the page's API key rides in the query string, as on WebSockets. */
+export function keyedUrl(path) {
   const url = new URL(path, document.baseURI);
-  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const key = apiKey();
   if (key) url.searchParams.set("api_key", key);
+  return url.href;
+}
+
+/** A file of a recorded session (`path` relative to its folder), fetchable by a media element. */
+export function sessionAssetUrl(id, path) {
+  return keyedUrl(`api/sessions/${encodeURIComponent(id)}/assets/${path.split("/").map(encodeURIComponent).join("/")}`);
+}
+
+/** ws:// or wss:// to match how the page itself was loaded. */
+export function wsUrl(path) {
+  const url = new URL(keyedUrl(path));
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   return url.href;
 }
 

@@ -2,12 +2,12 @@
  * Session viewer (s/{id}): metadata, comment, and the recording: the stitched replay and the chunk
  * timeline for duplex sessions, the turns with their audio for chat and half-duplex sessions.
  */
-import { $, api, el } from "./common.js";
+import { $, api, el, keyedUrl, sessionAssetUrl } from "./common.js";
 
 const id = decodeURIComponent(location.pathname.split("/s/").pop().replace(/\/$/, ""));
 
 function assetUrl(path) {
-  return `api/sessions/${encodeURIComponent(id)}/assets/${path.split("/").map(encodeURIComponent).join("/")}`;
+  return sessionAssetUrl(id, path);
 }
 
 function audio(path) {
@@ -20,7 +20,7 @@ function renderInfo(meta, comment) {
   $("#info").replaceChildren(
     el("div", { class: "row" },
       el("span", { class: "badge" }, meta.app_type ?? "session"),
-      el("a", { href: `api/sessions/${encodeURIComponent(id)}/download` }, "⬇ Download")),
+      el("a", { href: keyedUrl(`api/sessions/${encodeURIComponent(id)}/download`) }, "⬇ Download")),
     el("div", {}, `ID: ${id}`),
     el("div", {}, `Created: ${meta.created_at ? new Date(meta.created_at).toLocaleString() : "—"}`),
     el("div", {}, `Duration: ${meta.duration_s != null ? `${meta.duration_s}s` : "active"}`),

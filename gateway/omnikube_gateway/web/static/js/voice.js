@@ -55,7 +55,7 @@ export class VoicePicker {
     try {
       const presets = (await api("api/presets"))[this.mode] ?? [];
       for (const preset of presets) {
-        if (!preset.ref_audio && !preset.system_content) continue;
+        if (!preset.ref_audio && !preset.system_content && !preset.system_prompt) continue;
         this.add(`preset:${preset.id}`, { name: `Preset: ${preset.name}`, preset, base64: null });
       }
     } catch {
