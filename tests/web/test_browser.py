@@ -372,6 +372,31 @@ WebSocket.prototype.send = function (data) { window.sentFrames.push(data); retur
 """
 
 
+def test_the_half_duplex_temperature_the_user_sets_goes_into_the_prepare(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "half_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    temperature = browser.find_element(By.ID, "opt-temperature")
+    assert temperature.get_attribute("value") == "0.7"  # the demo's default
+    temperature.clear()
+    temperature.send_keys("1.3")
+    browser.execute_script(SPY_ON_SOCKETS)
+    browser.find_element(By.ID, "start").click()
+    wait_js(browser, "omnikube.session.state === 'listening'", 20)
+    prepare = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).type === 'prepare')"))
+    assert prepare["config"]["generation"]["temperature"] == 1.3
+    browser.find_element(By.ID, "stop").click()
+    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+
+
+@pytest.mark.parametrize("page, length_penalty, max_kv", [("audio_duplex", "1.05", "131072"), ("omni", "1.1", "8192")])
+def test_each_duplex_page_starts_from_the_demos_defaults_for_its_mode(service, browser, page, length_penalty, max_kv):
+    open_page(browser, service, page)
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    assert browser.find_element(By.ID, "opt-length-penalty").get_attribute("value") == length_penalty
+    assert browser.find_element(By.ID, "opt-max-kv").get_attribute("max") == max_kv
+
+
 def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepare(
     service, browser_factory, speech_wav, tmp_path
 ):

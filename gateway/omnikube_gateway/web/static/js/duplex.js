@@ -60,6 +60,13 @@ let camera = null;
 // For the browser tests and for curious users: the live objects of this page.
 window.omnikube = { session, player, queue, voice };
 
+// The demo's per-mode defaults: voice calls run longer (length penalty 1.05, a context up to 128k
+// tokens); omni keeps 1.1 and 8192, since frames fill the context fast.
+if (!OMNI) {
+  $("#opt-length-penalty").value = $("#opt-length-penalty").defaultValue = "1.05";
+  $("#opt-max-kv").max = "131072";
+}
+
 frontendDefaults().then((d) => {
   $("#opt-delay").value = d.playback_delay_ms;
   player.delayMs = d.playback_delay_ms;

@@ -73,7 +73,7 @@ function prepareMessage() {
       vad: { threshold: Number($("#opt-threshold").value), min_speech_duration_ms: 128,
         min_silence_duration_ms: Number($("#opt-silence").value), speech_pad_ms: 30 },
       generation: { max_new_tokens: Number($("#opt-max-tokens").value), length_penalty: Number($("#opt-length-penalty").value),
-        temperature: 0.7 },
+        temperature: Number($("#opt-temperature").value) || 0.7 },
       tts: { enabled: $("#opt-voice").checked },
       session: { timeout_s: Number($("#opt-timeout").value) },
     },
