@@ -31,6 +31,7 @@ from omnikube.audio import resample
 from tests.fixtures.browser import screenshot, wait_js
 from tests.fixtures.processes import free_port, launch_gateway, launch_worker, wait_until
 from tests.fixtures.speech import SENTENCE, speak
+from tests.fixtures.video import make_clip
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 
@@ -248,6 +249,24 @@ def test_a_chat_turn_carries_an_uploaded_image_and_a_push_to_talk_recording(serv
     assert "I see 1 image (64x48)" in answer, answer
     assert "seconds of audio" in answer, answer
     assert browser.find_elements(By.CSS_SELECTOR, ".msg.user img") and browser.find_elements(By.CSS_SELECTOR, ".msg.user audio")
+
+
+def test_a_chat_turn_carries_an_attached_video_in_omni_mode(service, browser, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4")
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.execute_script(SPY_ON_SOCKETS)
+    browser.find_element(By.ID, "file").send_keys(str(clip))
+    wait_js(browser, "omnikube.state.attachments.some(a => a.kind === 'video')", 10)
+    browser.find_element(By.ID, "input").send_keys("What happens in this clip?")
+    browser.find_element(By.ID, "send").click()
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    assert "I was given 1 video." in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
+    request = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).messages)"))
+    assert request["omni_mode"] is True and request["image"]["max_slice_nums"] == 1
+    video = request["messages"][-1]["content"][0]
+    assert video["type"] == "video" and base64.b64decode(video["data"]) == clip.read_bytes()
+    assert browser.find_elements(By.CSS_SELECTOR, ".msg.user video")
 
 
 def test_over_https_the_chat_page_talks_to_the_gateway_through_wss(https_gateway, browser_factory):

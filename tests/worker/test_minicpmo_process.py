@@ -23,6 +23,7 @@ from omnikube_worker.checkpoint import BUILD_MARKER
 
 from tests.fixtures.processes import WorkerProc, launch_gateway, wait_until
 from tests.fixtures.speech import speak
+from tests.fixtures.video import make_clip
 from tests.fixtures.worker_app import pcm_b64, png_b64
 
 pytestmark = pytest.mark.timeout(600)
@@ -122,6 +123,17 @@ def test_image_and_spoken_audio_in_one_message_reach_the_model(model_worker):
     assert omni["success"] and omni["text"] == REPLY
     # The image's slices and the audio's frames are placeholders in the prompt the model saw.
     assert omni["token_stats"]["input_tokens"] > text_only["token_stats"]["input_tokens"] + 20
+
+
+def test_a_video_reaches_the_model_as_frames_and_its_soundtrack(model_worker, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=2.0)
+    text_only = post_chat(model_worker, generation={"max_new_tokens": 4, "do_sample": False})
+    answer = post_chat(model_worker, omni_mode=True, image={"max_slice_nums": 1}, generation={"max_new_tokens": 4, "do_sample": False},
+                       messages=[{"role": "user", "content": [{"type": "video", "data": base64.b64encode(clip.read_bytes()).decode()},
+                                                              {"type": "text", "text": "What happens in this clip?"}]}])
+    assert answer["success"], answer
+    # minicpmo-utils cut the clip into 1 s units of a frame and its audio: their placeholders are in the prompt.
+    assert answer["token_stats"]["input_tokens"] > text_only["token_stats"]["input_tokens"] + 20
 
 
 def test_use_image_id_reaches_the_prompt_the_model_builds(model_worker):

@@ -278,10 +278,16 @@ class ModelCalls:
 
     # -- chat --
     def _chat_extras(self, options: GenerateOptions) -> dict[str, Any]:
-        """`use_image_id` and the TTS sampler's settings, where this model code's chat takes them
-        (the sampler is the model code's own `TTSSamplingParams` dataclass, found as chat's default)."""
+        """Chat settings this model code's chat takes beyond the basics: how audio clips are encoded,
+        `use_image_id`, and the TTS sampler's settings (the model code's own `TTSSamplingParams`
+        dataclass, found as chat's default)."""
         params = inspect.signature(self.model.chat).parameters
         extras: dict[str, Any] = {}
+        if "merge_audio_from_same_content" in params:
+            # Merged audio clips of one message (a video's 1 s segments, two clips) make one embedding,
+            # which the model splits across their placeholders only in its stream_input mode; otherwise
+            # each clip must be encoded on its own, or the prompt's shapes do not match.
+            extras["merge_audio_from_same_content"] = bool(getattr(self.model.config, "stream_input", False))
         if options.use_image_id is not None and "use_image_id" in params:
             extras["use_image_id"] = options.use_image_id
         default = params.get("tts_sampling_params")
@@ -400,8 +406,9 @@ class ModelCalls:
     # -- duplex --
     def duplex_prepare(self, setup: DuplexSetup) -> int:
         self._require_unified("has no full-duplex mode")
-        if setup.config is not None:
-            self.duplex_config = setup.config  # persists for later sessions, as in the original
+        # Unlike the original, a session without a config starts from the defaults: one client's
+        # settings (audio off, say) never reach the next client's session on this worker.
+        self.duplex_config = setup.config or DuplexConfig()
         llm_voice = setup.ref_audio if setup.ref_audio is not None else load_reference_voice(setup.ref_audio_path)
         with self.lock:
             self._set_mode("duplex")

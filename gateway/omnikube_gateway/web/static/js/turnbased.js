@@ -17,12 +17,15 @@ import { ShareButton } from "./share.js";
 import { VoicePicker } from "./voice.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
+// A whole conversation goes in every request (base64 adds a third): keep videos well under the 128 MiB limit.
+const MAX_VIDEO_BYTES = 50 * 1024 * 1024;
+const ICONS = { image: "🖼", audio: "🔊", video: "🎞" };
 const HOLD_MS = 300; // a press longer than this is push-to-talk, shorter toggles recording
 const QUEUE_POLL_MS = 2000;
 
 const state = {
   history: [], // wire messages, without the system message
-  attachments: [], // {kind: "image"|"audio", name, data, samples?}
+  attachments: [], // {kind: "image"|"audio"|"video", name, data, samples?, url?}
   request: null, // the request in flight: {ws, bubble, ...}
   recorder: null, // {capture, chunks, startedAt, toggleStop}
 };
@@ -57,7 +60,7 @@ function showError(message) {
 function renderAttachments() {
   $("#attachments").replaceChildren(
     ...state.attachments.map((a, i) =>
-      el("span", {}, `${a.kind === "image" ? "🖼" : "🔊"} ${a.name} `,
+      el("span", {}, `${ICONS[a.kind]} ${a.name} `,
         el("button", { type: "button", "aria-label": `Remove ${a.name}`,
           onclick: () => { state.attachments.splice(i, 1); renderAttachments(); } }, "×"))));
 }
@@ -69,6 +72,10 @@ async function addFiles(files) {
         if (file.size > MAX_IMAGE_BYTES) throw new Error(`image larger than ${MAX_IMAGE_BYTES >> 20} MB`);
         const data = bytesToBase64(new Uint8Array(await file.arrayBuffer()));
         state.attachments.push({ kind: "image", name: file.name, data, mime: file.type });
+      } else if (file.type.startsWith("video/")) {
+        if (file.size > MAX_VIDEO_BYTES) throw new Error(`video larger than ${MAX_VIDEO_BYTES >> 20} MB`);
+        const data = bytesToBase64(new Uint8Array(await file.arrayBuffer()));
+        state.attachments.push({ kind: "video", name: file.name, data, url: URL.createObjectURL(file) });
       } else if (file.type.startsWith("audio/")) {
         const samples = await decodeToMono16k(await file.arrayBuffer());
         state.attachments.push({ kind: "audio", name: file.name, data: float32ToBase64(samples), samples });
@@ -203,6 +210,7 @@ function userBubble(text, attachments) {
   const bubble = el("div", { class: "msg user" }, text);
   for (const a of attachments) {
     if (a.kind === "image") bubble.append(el("img", { src: `data:${a.mime};base64,${a.data}`, alt: a.name }));
+    else if (a.kind === "video") bubble.append(el("video", { controls: true, src: a.url, class: "attachment" }));
     else bubble.append(el("audio", { controls: true, src: wavUrl(a.samples, INPUT_RATE) }));
   }
   return bubble;
@@ -219,6 +227,10 @@ function systemMessage(withVoice) {
   return text ? { role: "system", content: text } : null;
 }
 
+function hasVideo() {
+  return state.history.some((m) => Array.isArray(m.content) && m.content.some((item) => item.type === "video"));
+}
+
 function buildRequest(withVoice) {
   const system = systemMessage(withVoice);
   const request = {
@@ -229,8 +241,9 @@ function buildRequest(withVoice) {
       do_sample: true,
       length_penalty: Number($("#opt-length-penalty").value) || 1.1,
     },
-    image: { max_slice_nums: null },
-    omni_mode: false,
+    // A video is frames and its soundtrack together: the demo sends it in omni mode, one slice per frame.
+    image: { max_slice_nums: hasVideo() ? 1 : null },
+    omni_mode: hasVideo(),
   };
   if (withVoice) {
     request.tts = { enabled: true, mode: "audio_assistant" };
@@ -259,7 +272,7 @@ async function send() {
   const attachments = state.attachments;
   const content = attachments.length
     ? [
-        ...attachments.map((a) => (a.kind === "image" ? { type: "image", data: a.data } : { type: "audio", data: a.data })),
+        ...attachments.map((a) => ({ type: a.kind, data: a.data })),
         ...(text ? [{ type: "text", text }] : []),
       ]
     : text;
