@@ -291,7 +291,9 @@ class DuplexPrepare(_Wire):
     ref_audio_path: str | None = None
     ref_audio_base64: str | None = None
     tts_ref_audio_base64: str | None = None
-    config: DuplexConfig | None = None
+    # Absent: the defaults. (The original kept the worker's previous session's config, so one
+    # client's settings, audio off say, reached the next client's session.)
+    config: DuplexConfig = Field(default_factory=DuplexConfig)
     deferred_finalize: bool = True
     max_slice_nums: int | None = Field(None, ge=1, le=16)
 

@@ -111,7 +111,7 @@ def test_a_later_session_that_sends_no_config_starts_from_the_defaults_not_the_l
     backend = SimulatedBackend(SimOptions.zero_delay())
     run(backend.duplex_prepare(DuplexSetup("hi", config=DuplexConfig(force_listen_count=0, generate_audio=False))))
     run(backend.duplex_close())
-    run(backend.duplex_prepare(DuplexSetup("hi", config=None)))
+    run(backend.duplex_prepare(DuplexSetup("hi")))
     run(backend.duplex_step(DuplexInput(audio=tone())))
     # The default force_listen_count (3) holds the first answer back: the last session's 0 is gone.
     assert run(backend.duplex_step(DuplexInput(audio=silence()))).is_listen is True

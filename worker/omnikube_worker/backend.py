@@ -98,7 +98,7 @@ class DuplexSetup:
     ref_audio: np.ndarray | None = None      # LLM reference voice (embedded in the system prompt)
     tts_ref_audio: np.ndarray | None = None  # vocoder voice
     ref_audio_path: str | None = None
-    config: DuplexConfig | None = None       # None: keep the previous session's (as the original does)
+    config: DuplexConfig = field(default_factory=DuplexConfig)
     max_slice_nums: int = 1
     fault: str | None = None
 

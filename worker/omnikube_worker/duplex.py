@@ -155,7 +155,7 @@ class DuplexSession:
         config = {"system_prompt": prepare.system_prompt,
                   "ref_audio": prepare.ref_audio_path or self.ctx.settings.ref_audio_path,
                   "deferred_finalize": prepare.deferred_finalize, "max_slice_nums": max_slices,
-                  **(prepare.config.model_dump() if prepare.config else {})}
+                  **prepare.config.model_dump()}
         self.recorder = await self.ctx.recorder(self.lease.session_id or "", app_type, config)
         prepared = {"type": "prepared", "prompt_length": prompt_length}
         if self.recorder is not None:

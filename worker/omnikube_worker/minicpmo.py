@@ -263,6 +263,12 @@ class ModelCalls:
         self.duplex_config = DuplexConfig()
         self.duplex_voice_file: str | None = None
         self.last_mode_switch_s: float | None = None
+        # What this model code's chat accepts, read once: the two classes differ.
+        chat_params = inspect.signature(model.chat).parameters
+        self.chat_params = frozenset(chat_params)
+        sampler = chat_params.get("tts_sampling_params")
+        # The model code's own TTSSamplingParams dataclass, found as chat's default.
+        self.tts_sampler = sampler.default if sampler is not None and dataclasses.is_dataclass(sampler.default) else None
 
     @property
     def unified(self) -> bool:
@@ -279,24 +285,21 @@ class ModelCalls:
     # -- chat --
     def _chat_extras(self, options: GenerateOptions) -> dict[str, Any]:
         """Chat settings this model code's chat takes beyond the basics: how audio clips are encoded,
-        `use_image_id`, and the TTS sampler's settings (the model code's own `TTSSamplingParams`
-        dataclass, found as chat's default)."""
-        params = inspect.signature(self.model.chat).parameters
+        `use_image_id`, and the TTS sampler's settings."""
         extras: dict[str, Any] = {}
-        if "merge_audio_from_same_content" in params:
+        if "merge_audio_from_same_content" in self.chat_params:
             # Merged audio clips of one message (a video's 1 s segments, two clips) make one embedding,
             # which the model splits across their placeholders only in its stream_input mode; otherwise
             # each clip must be encoded on its own, or the prompt's shapes do not match.
             extras["merge_audio_from_same_content"] = bool(getattr(self.model.config, "stream_input", False))
-        if options.use_image_id is not None and "use_image_id" in params:
+        if options.use_image_id is not None and "use_image_id" in self.chat_params:
             extras["use_image_id"] = options.use_image_id
-        default = params.get("tts_sampling_params")
-        if options.generate_audio and options.tts_sampling and default is not None and dataclasses.is_dataclass(default.default):
-            known = {f.name for f in dataclasses.fields(default.default)}
+        if options.generate_audio and options.tts_sampling and self.tts_sampler is not None:
+            known = {f.name for f in dataclasses.fields(self.tts_sampler)}
             values = {k: v for k, v in options.tts_sampling.items() if k in known}
             if values.get("top_k") == 0:
                 values["top_k"] = None  # the protocol's "0 disables"; the model's sampler refuses 0
-            extras["tts_sampling_params"] = dataclasses.replace(default.default, **values)
+            extras["tts_sampling_params"] = dataclasses.replace(self.tts_sampler, **values)
         return extras
 
     def chat(self, turns: list[Turn], options: GenerateOptions) -> ChatResult:
@@ -406,9 +409,7 @@ class ModelCalls:
     # -- duplex --
     def duplex_prepare(self, setup: DuplexSetup) -> int:
         self._require_unified("has no full-duplex mode")
-        # Unlike the original, a session without a config starts from the defaults: one client's
-        # settings (audio off, say) never reach the next client's session on this worker.
-        self.duplex_config = setup.config or DuplexConfig()
+        self.duplex_config = setup.config
         llm_voice = setup.ref_audio if setup.ref_audio is not None else load_reference_voice(setup.ref_audio_path)
         with self.lock:
             self._set_mode("duplex")

@@ -98,9 +98,7 @@ class SimulatedBackend(Backend):
     # -- duplex ------------------------------------------------------------------------------------
     async def duplex_prepare(self, setup: DuplexSetup) -> int:
         self._mode = "duplex"
-        # Unlike the original, a session without a config starts from the defaults: one client's
-        # settings (audio off, say) never reach the next client's session on this worker.
-        self._duplex_config = setup.config or DuplexConfig()
+        self._duplex_config = setup.config
         prompt = render_duplex_prompt(setup.system_prompt)
         await self._sleep_ms(self.options.prefill_ms)
         ref_s = 0.0 if setup.ref_audio is None else setup.ref_audio.size / INPUT_SAMPLE_RATE
