@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import httpx
 import numpy as np
@@ -71,19 +72,27 @@ def metric_values(text: str, name: str) -> dict[str, float]:
     return values
 
 
+# Worker flags per variant. Chat is left unscripted in all of them (random weights decode up to
+# max_new_tokens): the scripted head reads every fed token back to the host, which would break the
+# compiled decoding step the static variant measures. The static cache changes chat only, so that
+# variant skips the duplex sessions.
+VARIANTS = {"eager": [], "static": ["--chat-cache", "static"], "compile": ["--compile"]}
+CHAT_ONLY = {"static"}
+
+
 class Worker:
-    def __init__(self, checkpoint: Path, work: Path, *, compile_model: bool, chat_tokens: int, port: int = 22400):
+    def __init__(self, checkpoint: Path, work: Path, *, variant: str, chat_tokens: int, port: int = 22400):
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         config = work / "worker-config.json"
         config.write_text(json.dumps({"service": {"data_dir": str(work / "data")}, "recording": {"enabled": False}}))
         env = dict(os.environ, OMNIKUBE_CONFIG=str(config), OMNIKUBE_TEST_SPEAK_PERIOD="1",
-                   OMNIKUBE_TEST_CHAT_TOKENS=str(chat_tokens),
+                   OMNIKUBE_TEST_CHAT_TOKENS=str(chat_tokens), OMNIKUBE_TEST_UNSCRIPTED_CHAT="1",
                    PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "worker"), os.environ.get("PYTHONPATH", "")]))
         command = [sys.executable, "-m", "tests.fixtures.scripted_worker", "--backend", "minicpmo", "--model-path",
                    str(checkpoint), "--device", "auto", "--host", "127.0.0.1", "--port", str(port),
-                   "--log-level", "warning"] + (["--compile"] if compile_model else [])
-        self.log = open(work / f"worker-{'compile' if compile_model else 'eager'}.log", "wb")
+                   "--log-level", "warning"] + VARIANTS[variant]
+        self.log = open(work / f"worker-{variant}.log", "wb")
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -152,19 +161,30 @@ def duplex_summary(results: list[dict]) -> dict:
     return summary
 
 
-def measure(checkpoint: Path, work: Path, compile_model: bool, chat_tokens: int, chunks: int) -> dict:
-    before = gpu_memory_mib()
-    worker = Worker(checkpoint, work, compile_model=compile_model, chat_tokens=chat_tokens)
+def measure(checkpoint: Path, work: Path, variant: str, chat_tokens: int, chunks: int,
+            out: dict, save: Callable[[], None]) -> None:
+    """Fills `out` stage by stage and saves after each, so a run cut off by its time limit keeps what it
+    measured (a compiled model's first passes can take minutes)."""
+    out["gpu_memory_before_mib"] = gpu_memory_mib()
+    worker = Worker(checkpoint, work, variant=variant, chat_tokens=chat_tokens)
     try:
-        out: dict = {"gpu_memory_before_mib": before, "ready_s": worker.wait_idle(1200.0)}
+        out["ready_s"] = worker.wait_idle(1200.0)
+        save()
         out["model_load_s"] = metric_values(worker.metrics(), "omnikube_worker_model_load_seconds")
         out["gpu_memory_after_init_mib"] = gpu_memory_mib()
-        first = [worker.chat_ms(1) for _ in range(6)][1:]
-        full = [worker.chat_ms(chat_tokens) for _ in range(6)][1:]
-        out["chat_first_token_ms"] = statistics.median(first)
-        out["chat_ms_per_token"] = (statistics.median(full) - statistics.median(first)) / (chat_tokens - 1)
+        # The first call of each length is left out: it pays the CUDA (and, compiled, the graph) warm-up.
+        first = [worker.chat_ms(1) for _ in range(6)]
+        full = [worker.chat_ms(chat_tokens) for _ in range(6)]
+        out["chat_first_call_ms"] = {"1": first[0], str(chat_tokens): full[0]}
+        out["chat_first_token_ms"] = statistics.median(first[1:])
+        out["chat_ms_per_token"] = (statistics.median(full[1:]) - statistics.median(first[1:])) / (chat_tokens - 1)
+        save()
+        if variant in CHAT_ONLY:
+            return
         out["duplex_speaking"] = duplex_summary(worker.duplex(chunks, listen_only=False))
+        save()
         out["duplex_listening"] = duplex_summary(worker.duplex(chunks, listen_only=True))
+        save()
         worker.chat_ms(1)  # back to chat: a duplex -> chat switch is timed too
         text = worker.metrics()
         sums = metric_values(text, "omnikube_worker_mode_switch_seconds_sum")
@@ -172,7 +192,7 @@ def measure(checkpoint: Path, work: Path, compile_model: bool, chat_tokens: int,
         out["mode_switch_mean_ms"] = {key.split('mode="')[1].split('"')[0]: 1000 * value / counts[key.replace("_sum", "_count")]
                                       for key, value in sums.items() if counts.get(key.replace("_sum", "_count"))}
         out["gpu_memory_after_duplex_mib"] = gpu_memory_mib()
-        return out
+        save()
     finally:
         worker.stop()
 
@@ -185,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", help="where the checkpoint is built")
     parser.add_argument("--work", type=Path, default=Path("/tmp/omnikube-gpu-bench"))
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--variants", default="eager", help="comma list of eager, compile")
+    parser.add_argument("--variants", default="eager", help=f"comma list of {', '.join(VARIANTS)}")
     parser.add_argument("--chat-tokens", type=int, default=65)
     parser.add_argument("--chunks", type=int, default=30)
     args = parser.parse_args(argv)
@@ -200,12 +220,18 @@ def main(argv: list[str] | None = None) -> int:
                                     device=args.device))
     report["checkpoint_build_s"] = time.monotonic() - started
     report["checkpoint"] = json.loads((checkpoint / "omnikube-checkpoint.json").read_text())
+    def save() -> None:
+        partial = args.out.with_suffix(".partial")
+        partial.write_text(json.dumps(report, indent=2))
+        partial.replace(args.out)
+
     for variant in args.variants.split(","):
+        report[variant] = {}
         try:
-            report[variant] = measure(checkpoint, args.work, variant == "compile", args.chat_tokens, args.chunks)
+            measure(checkpoint, args.work, variant, args.chat_tokens, args.chunks, report[variant], save)
         except Exception as exc:  # noqa: BLE001 - keep what the other variant measured
-            report[variant] = {"error": f"{type(exc).__name__}: {exc}"}
-        args.out.write_text(json.dumps(report, indent=2))
+            report[variant]["error"] = f"{type(exc).__name__}: {exc}"
+        save()
         print(json.dumps(report[variant], indent=2), flush=True)
     return 0
 

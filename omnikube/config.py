@@ -29,6 +29,11 @@ class AttnImplementation(str, Enum):
     eager = "eager"
 
 
+class ChatCache(str, Enum):
+    dynamic = "dynamic"
+    static = "static"
+
+
 class ChatVocoder(str, Enum):
     token2wav = "token2wav"
     cosyvoice2 = "cosyvoice2"
@@ -47,6 +52,11 @@ class ModelSection(_Section):
     )
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:[0-9]+)?)$",
                         description="Where the model runs: auto (the GPU when torch sees one, else the CPU), cpu, cuda or cuda:N.")
+    chat_cache: ChatCache = Field(
+        ChatCache.dynamic,
+        description="KV cache of turn-based chat replies: dynamic (grows per token), or static (preallocated, "
+                    "so on a GPU each decoding step is one torch.compile'd graph; the first reply compiles it).",
+    )
 
 
 class AudioSection(_Section):

@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=None, help="worker index: port = base port + index (default 0)")
     p.add_argument("--gpu-id", type=int, default=None, help="GPU id reported in /health (default: the worker index)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (service.compile)")
+    p.add_argument("--chat-cache", choices=["dynamic", "static"], default=None,
+                   help="chat replies' KV cache; static compiles each decoding step on a GPU (model.chat_cache)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: service.worker_base_port + index)")
     p.add_argument("--host", default=None, help="bind address (default 0.0.0.0)")
     p.add_argument("--duplex-pause-timeout", type=float, default=None, help="seconds a duplex session may stay paused")
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
     config = load_config(args.config, overrides={
         "model.model_path": args.model_path, "model.pt_path": args.pt_path, "model.device": args.device,
+        "model.chat_cache": args.chat_cache,
         "audio.ref_audio_path": args.ref_audio_path, "service.compile": args.compile,
         "duplex.pause_timeout": args.duplex_pause_timeout,
     })

@@ -22,6 +22,7 @@ every call holds one lock (one model, one stream).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gc
 import importlib.util
@@ -219,6 +220,20 @@ def samples(options: GenerateOptions) -> bool:
     return options.do_sample and options.temperature > 0
 
 
+def chat_generation(chat_cache: str) -> dict[str, Any]:
+    """The LLM's generation settings while it decodes a chat reply, for `model.chat_cache`. A static cache keeps every decoding
+    step's shapes the same, so transformers compiles the step once (on a GPU only) instead of running
+    it module by module from Python, which is where eager decoding spends most of its time. The
+    compile mode is "default", not transformers' CUDA-graph "reduce-overhead": chat reads every
+    step's hidden states after decoding (the TTS speaks from them), and a CUDA graph overwrites its
+    outputs on the next replay."""
+    if chat_cache != "static":
+        return {}
+    from transformers import CompileConfig
+
+    return {"cache_implementation": "static", "compile_config": CompileConfig(fullgraph=True, dynamic=False, mode="default")}
+
+
 def sampling_kwargs(options: GenerateOptions) -> dict[str, Any]:
     """The request's sampling keys; greedy decoding takes none. Beam search is never used: both
     model classes default to `num_beams=3`, which the protocol has no way to ask for."""
@@ -251,7 +266,8 @@ class ModelCalls:
     `model` is the model directory's `MiniCPMO`; `layout` says which class it is (see module doc).
     """
 
-    def __init__(self, model: Any, layout: str, modes: Any = None, default_voice_path: str | None = None) -> None:
+    def __init__(self, model: Any, layout: str, modes: Any = None, default_voice_path: str | None = None,
+                 chat_cache: str = "dynamic") -> None:
         self.model = model
         self.layout = layout
         self.modes = modes                       # the unified class's ProcessorMode enum
@@ -269,6 +285,10 @@ class ModelCalls:
         sampler = chat_params.get("tts_sampling_params")
         # The model code's own TTSSamplingParams dataclass, found as chat's default.
         self.tts_sampler = sampler.default if sampler is not None and dataclasses.is_dataclass(sampler.default) else None
+        # Set on the LLM's generation config only while a chat reply decodes: the model's chat drops
+        # `generate` keywords it does not know, and its streaming and duplex paths hand `generate`
+        # their own cache, which transformers refuses together with a cache_implementation.
+        self.chat_generation = chat_generation(chat_cache)
 
     @property
     def unified(self) -> bool:
@@ -284,8 +304,7 @@ class ModelCalls:
 
     # -- chat --
     def _chat_extras(self, options: GenerateOptions) -> dict[str, Any]:
-        """Chat settings this model code's chat takes beyond the basics: how audio clips are encoded,
-        `use_image_id`, and the TTS sampler's settings."""
+        """Chat settings this model code's chat takes beyond the basics: how audio clips are encoded, `use_image_id`, and the TTS sampler's settings."""
         extras: dict[str, Any] = {}
         if "merge_audio_from_same_content" in self.chat_params:
             # Merged audio clips of one message (a video's 1 s segments, two clips) make one embedding,
@@ -302,6 +321,27 @@ class ModelCalls:
             extras["tts_sampling_params"] = dataclasses.replace(self.tts_sampler, **values)
         return extras
 
+    @contextlib.contextmanager
+    def _chat_decoding(self) -> Iterator[None]:
+        if not self.chat_generation:
+            yield
+            return
+        llm = self.model.llm
+        config = llm.generation_config
+        saved = {key: getattr(config, key, None) for key in self.chat_generation}
+        # The model code replaces the LLM's input preparation with one written for its dynamic cache
+        # (it reads `seen_tokens`, which a static cache has not); transformers' own handles both.
+        glue = llm.__dict__.pop("prepare_inputs_for_generation", None)
+        for key, value in self.chat_generation.items():
+            setattr(config, key, value)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                setattr(config, key, value)
+            if glue is not None:
+                llm.prepare_inputs_for_generation = glue
+
     def chat(self, turns: list[Turn], options: GenerateOptions) -> ChatResult:
         if options.generate_audio:
             self._require_unified("returns no audio from chat")
@@ -316,7 +356,7 @@ class ModelCalls:
                 prompt_voice = voice if options.voice_prompt_max_ms is None else \
                     voice[: options.voice_prompt_max_ms * INPUT_SAMPLE_RATE // 1000]
                 msgs.insert(0, voice_system_turn(prompt_voice, options.language))
-        with self.lock:
+        with self.lock, self._chat_decoding():
             self._set_mode("chat")
             _seed(options)
             result = self.model.chat(
@@ -571,7 +611,8 @@ class MiniCPMoBackend(Backend):
             model.init_unified(device=self.device, chat_vocoder=s.chat_vocoder,
                                duplex_config=_duplex_defaults(DuplexConfig()))
             modes = code.modeling.ProcessorMode
-        self.calls = ModelCalls(model, code.layout, modes, default_voice_path(s.ref_audio_path, directory))
+        self.calls = ModelCalls(model, code.layout, modes, default_voice_path(s.ref_audio_path, directory),
+                                chat_cache=s.chat_cache)
         log.info("MiniCPM-o (%s class) loaded from %s on %s in %.1f s (attn %s, audio encoder sdpa)", code.layout,
                  directory, self.device, time.monotonic() - started, attn)
         if s.compile and code.layout == "unified":
