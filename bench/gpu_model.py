@@ -59,6 +59,12 @@ def gpu_name() -> str:
         return "unknown"
 
 
+def repo_env(**extra: str) -> dict[str, str]:
+    """This environment, with the checkout's packages importable (it runs from a plain checkout)."""
+    path = os.pathsep.join([str(REPO), str(REPO / "worker"), os.environ.get("PYTHONPATH", "")])
+    return dict(os.environ, PYTHONPATH=path, **extra)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -86,9 +92,8 @@ class Worker:
         self.url = f"http://127.0.0.1:{port}"
         config = work / "worker-config.json"
         config.write_text(json.dumps({"service": {"data_dir": str(work / "data")}, "recording": {"enabled": False}}))
-        env = dict(os.environ, OMNIKUBE_CONFIG=str(config), OMNIKUBE_TEST_SPEAK_PERIOD="1",
-                   OMNIKUBE_TEST_CHAT_TOKENS=str(chat_tokens), OMNIKUBE_TEST_UNSCRIPTED_CHAT="1",
-                   PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "worker"), os.environ.get("PYTHONPATH", "")]))
+        env = repo_env(OMNIKUBE_CONFIG=str(config), OMNIKUBE_TEST_SPEAK_PERIOD="1",
+                       OMNIKUBE_TEST_CHAT_TOKENS=str(chat_tokens), OMNIKUBE_TEST_UNSCRIPTED_CHAT="1")
         command = [sys.executable, "-m", "tests.fixtures.scripted_worker", "--backend", "minicpmo", "--model-path",
                    str(checkpoint), "--device", "auto", "--host", "127.0.0.1", "--port", str(port),
                    "--log-level", "warning"] + VARIANTS[variant]
@@ -209,17 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat-tokens", type=int, default=65)
     parser.add_argument("--chunks", type=int, default=30)
     args = parser.parse_args(argv)
-    sys.path[:0] = [str(REPO), str(REPO / "worker")]
-    from omnikube_worker.checkpoint import BuildRequest, build
-
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict = {"gpu": gpu_name(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     started = time.monotonic()
-    checkpoint = build(BuildRequest(code_dir=args.model_code.resolve(), config_path=(args.model_code / args.config).resolve(),
-                                    output=args.work / f"checkpoint-{Path(args.config).stem}", token2wav=args.token2wav,
-                                    device=args.device))
+    checkpoint = args.work / f"checkpoint-{Path(args.config).stem}"
+    # Its own process: the weights it initialises on the GPU are gone before the worker is measured.
+    subprocess.run([sys.executable, "-m", "omnikube_worker.checkpoint", "--code", str(args.model_code.resolve()),
+                    "--config", str((args.model_code / args.config).resolve()), "--output", str(checkpoint),
+                    "--token2wav", args.token2wav, "--device", args.device], check=True, cwd=REPO,
+                   env=repo_env())
     report["checkpoint_build_s"] = time.monotonic() - started
     report["checkpoint"] = json.loads((checkpoint / "omnikube-checkpoint.json").read_text())
+
     def save() -> None:
         partial = args.out.with_suffix(".partial")
         partial.write_text(json.dumps(report, indent=2))
