@@ -48,9 +48,11 @@ def test_worker_pod_requests_one_gpu_and_runs_the_worker_with_its_index():
     assert labels.worker_selector("omni").split(",")[0].split("=")[1] == pod["metadata"]["labels"][labels.DEPLOYMENT]
 
 
-def test_startup_probe_allows_for_compile():
+@pytest.mark.parametrize("spec", [{"service": {"compile": True}}, {"model": {"chatCache": "static"}}],
+                         ids=["service.compile", "model.chatCache static"])
+def test_startup_probe_allows_for_compile(spec):
     plain = pods.build_worker_pod(owner(), 0)["spec"]["containers"][0]["startupProbe"]
-    compiled = pods.build_worker_pod(owner(service={"compile": True}), 0)["spec"]["containers"][0]["startupProbe"]
+    compiled = pods.build_worker_pod(owner(**spec), 0)["spec"]["containers"][0]["startupProbe"]
     assert plain["periodSeconds"] * plain["failureThreshold"] >= 16
     assert compiled["periodSeconds"] * compiled["failureThreshold"] >= plain["periodSeconds"] * plain["failureThreshold"] + 60
 

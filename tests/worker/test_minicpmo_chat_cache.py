@@ -11,7 +11,7 @@ from typing import Iterator
 import pytest
 
 from omnikube_worker.backend import ChatResult, GenerateOptions, Turn
-from omnikube_worker.minicpmo import MiniCPMoBackend, chat_generation
+from omnikube_worker.minicpmo import CHAT_CACHE_TOKENS, MiniCPMoBackend, chat_generation
 from omnikube_worker.settings import WorkerSettings
 
 from tests.fixtures.scripted_model import ScriptedHeads
@@ -34,9 +34,10 @@ def scripted(static_backend: MiniCPMoBackend) -> Iterator[MiniCPMoBackend]:
     heads.remove()
 
 
-def reply(backend: MiniCPMoBackend, **options: object) -> ChatResult:
-    turns = [Turn("user", ["Hello, who are you? Tell me about the weather."])]
-    return asyncio.run(backend.chat(turns, GenerateOptions(max_new_tokens=12, do_sample=False, **options)))
+def reply(backend: MiniCPMoBackend, text: str = "Hello, who are you? Tell me about the weather.",
+          **options: object) -> ChatResult:
+    options = {"max_new_tokens": 12, "do_sample": False, **options}
+    return asyncio.run(backend.chat([Turn("user", [text])], GenerateOptions(**options)))
 
 
 def test_a_greedy_reply_with_the_static_cache_is_token_for_token_the_dynamic_one(static_backend):
@@ -65,3 +66,13 @@ def test_a_spoken_reply_with_the_static_cache_still_speaks(scripted):
     # The TTS speaks from the hidden states of every decoding step, which the static path must keep.
     result = reply(scripted, generate_audio=True)
     assert result.audio is not None and result.audio.size > 24000 * 0.5
+
+
+def test_replies_of_any_length_decode_in_the_one_cache_reserved_at_load(static_backend):
+    # One cache shape for the worker's life: on a GPU the compiled decoding step never recompiles.
+    llm = static_backend.calls.model.llm
+    reserved = llm._cache
+    assert reserved.max_cache_len == CHAT_CACHE_TOKENS
+    reply(static_backend, "Hi.", max_new_tokens=2)
+    reply(static_backend, "Tell me a long story about the sea, the wind and a small boat. " * 20, max_new_tokens=40)
+    assert llm._cache is reserved

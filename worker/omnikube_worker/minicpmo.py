@@ -49,6 +49,11 @@ from .settings import WorkerSettings
 log = logging.getLogger("omnikube.worker.minicpmo")
 
 STREAMING_SESSION = "streaming"
+# The static chat cache holds the longest reply there can be: the model's chat truncates its input at
+# 8192 tokens and the protocol allows 4096 new ones. One size for the worker's life means the compiled
+# decoding step never meets a new shape (a new size would compile again, about 40 s on an H100);
+# full size that is 1.7 GiB of bf16 keys and values.
+CHAT_CACHE_TOKENS = 8192 + 4096
 DEFAULT_VOICE_IN_MODEL = Path("assets") / "ref_audio" / "ref_minicpm_signature.wav"
 DUPLEX_PROMPT_PREFIX = "<|im_start|>system\n{prompt}\n<|audio_start|>"
 DUPLEX_PROMPT_SUFFIX = "<|audio_end|><|im_end|>"
@@ -289,6 +294,10 @@ class ModelCalls:
         # `generate` keywords it does not know, and its streaming and duplex paths hand `generate`
         # their own cache, which transformers refuses together with a cache_implementation.
         self.chat_generation = chat_generation(chat_cache)
+        if self.chat_generation:
+            # transformers keeps a static cache on the model and reuses it while it is large enough.
+            model.llm._get_cache(cache_implementation="static", batch_size=1, max_cache_len=CHAT_CACHE_TOKENS,
+                                 device=model.llm.device, model_kwargs={})
 
     @property
     def unified(self) -> bool:
@@ -617,12 +626,22 @@ class MiniCPMoBackend(Backend):
                  directory, self.device, time.monotonic() - started, attn)
         if s.compile and code.layout == "unified":
             self._compile(model)
+        if s.chat_cache == "static" and self.device.startswith("cuda"):
+            self._warm_chat()
 
     def default_voice(self) -> tuple[str, np.ndarray] | None:
         calls = self.calls
         if calls is None or calls.default_voice is None or not calls.default_voice_path:
             return None
         return Path(calls.default_voice_path).name, calls.default_voice
+
+    def _warm_chat(self) -> None:
+        """One short reply, so transformers compiles the static-cache decoding step now rather than
+        in the first user's reply."""
+        started = time.monotonic()
+        assert self.calls is not None
+        self.calls.chat([Turn("user", ["warm-up"])], GenerateOptions(max_new_tokens=3, do_sample=False))
+        log.info("chat decoding step compiled in %.1f s", time.monotonic() - started)
 
     def _compile(self, model: Any) -> None:
         """The model's own torch.compile of its heavy sub-modules, then one pass of each mode so the
