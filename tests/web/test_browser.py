@@ -300,7 +300,6 @@ def test_with_api_keys_on_a_page_opened_with_its_key_works_and_one_without_is_re
         browser.find_element(By.ID, "send").click()
         wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
         assert "Let me in" in browser.find_element(By.CSS_SELECTOR, ".msg.assistant .text").text
-        browser.execute_script("localStorage.clear()")  # the remembered key must not leak into later tests
     finally:
         gateway.kill()
 
@@ -414,6 +413,47 @@ def test_each_duplex_page_starts_from_the_demos_defaults_for_its_mode(service, b
     wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
     assert browser.find_element(By.ID, "opt-length-penalty").get_attribute("value") == length_penalty
     assert browser.find_element(By.ID, "opt-max-kv").get_attribute("max") == max_kv
+
+
+def test_the_chat_pages_settings_are_remembered_across_visits_until_reset(service, browser):
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube")
+    tokens = browser.find_element(By.ID, "opt-max-tokens")
+    tokens.clear()
+    tokens.send_keys("512")
+    browser.find_element(By.ID, "opt-streaming").click()  # off
+    prompt = browser.find_element(By.ID, "system-prompt")
+    prompt.clear()
+    prompt.send_keys("You are a pirate.")
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube")
+    assert browser.find_element(By.ID, "opt-max-tokens").get_attribute("value") == "512"
+    assert not browser.find_element(By.ID, "opt-streaming").is_selected()
+    assert browser.find_element(By.ID, "system-prompt").get_attribute("value") == "You are a pirate."
+    browser.find_element(By.ID, "reset-settings").click()
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube")
+    assert browser.find_element(By.ID, "opt-max-tokens").get_attribute("value") == "256"
+    assert browser.find_element(By.ID, "opt-streaming").is_selected()
+
+
+def test_each_duplex_mode_remembers_its_own_settings_and_the_server_delay_stays_the_default(service, browser):
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, f"document.querySelector('#opt-delay').value === '{PLAYBACK_DELAY_MS}'")
+    penalty = browser.find_element(By.ID, "opt-length-penalty")
+    browser.execute_script("arguments[0].value = '1.3'; arguments[0].dispatchEvent(new Event('change'))", penalty)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    assert browser.find_element(By.ID, "opt-length-penalty").get_attribute("value") == "1.3"
+    open_page(browser, service, "omni")  # the other mode keeps its own defaults
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    assert browser.find_element(By.ID, "opt-length-penalty").get_attribute("value") == "1.1"
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, f"document.querySelector('#opt-delay').value === '{PLAYBACK_DELAY_MS}'")
+    browser.execute_script("document.querySelector('#reset-settings').closest('details').open = true")
+    browser.find_element(By.ID, "reset-settings").click()
+    assert browser.find_element(By.ID, "opt-length-penalty").get_attribute("value") == "1.05"
+    assert browser.find_element(By.ID, "opt-delay").get_attribute("value") == str(PLAYBACK_DELAY_MS)
 
 
 def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepare(
@@ -597,7 +637,6 @@ def test_with_api_keys_on_the_session_viewer_plays_and_downloads_with_the_pages_
         assert httpx.get(bare, timeout=10).status_code == 401  # the media really needed the key
         browser.execute_script("document.querySelector('#content .msg.assistant audio').play()")
         wait_js(browser, "document.querySelector('#content .msg.assistant audio').currentTime > 0.2", 10)
-        browser.execute_script("localStorage.clear()")  # the remembered key must not leak into later tests
     finally:
         gateway.kill()
 

@@ -207,3 +207,68 @@ export function newSessionId(prefix) {
   const rand = Math.random().toString(36).slice(2, 6);
   return `${prefix}_${Date.now().toString(36)}${rand}`;
 }
+
+/**
+ * Settings this browser remembers per page (`scope`): every control marked `data-remember`.
+ * Stored values are applied now, over the page's defaults, when the control still accepts them (a
+ * number within its min/max, an option the select still has); each change is saved, and so is the
+ * whole set when the page is left (presets fill the system prompt without an input event).
+ * `reset()` forgets them and puts every control back to its default (`defaultValue`, which a page
+ * may set from the server's defaults before). Returns the ids that were restored.
+ */
+export function rememberSettings(scope, root = document) {
+  const key = `omnikube.settings.${scope}`;
+  const controls = [...root.querySelectorAll("[data-remember]")];
+  const read = (c) => (c.type === "checkbox" ? c.checked : c.value);
+  const save = () => {
+    try {
+      localStorage.setItem(key, JSON.stringify(Object.fromEntries(controls.map((c) => [c.id, read(c)]))));
+    } catch {
+      // storage full or disabled: settings are simply not remembered
+    }
+  };
+  let stored = {};
+  try {
+    stored = JSON.parse(localStorage.getItem(key) || "{}") || {};
+  } catch {
+    stored = {};
+  }
+  const restored = new Set();
+  for (const control of controls) {
+    if (!(control.id in stored) || !acceptsValue(control, stored[control.id])) continue;
+    if (control.type === "checkbox") control.checked = Boolean(stored[control.id]);
+    else control.value = String(stored[control.id]);
+    restored.add(control.id);
+    control.dispatchEvent(new Event("change"));
+  }
+  for (const control of controls) {
+    control.addEventListener("change", save);
+    control.addEventListener("input", save);
+  }
+  window.addEventListener("pagehide", save);
+  const reset = () => {
+    for (const control of controls) {
+      if (control.type === "checkbox") control.checked = control.defaultChecked;
+      else if (control.tagName === "SELECT") {
+        for (const option of control.options) option.selected = option.defaultSelected;
+      } else control.value = control.defaultValue;
+      control.dispatchEvent(new Event("change"));
+    }
+    localStorage.removeItem(key);
+    restored.clear();
+  };
+  return { restored, reset };
+}
+
+function acceptsValue(control, value) {
+  if (control.type === "checkbox") return typeof value === "boolean";
+  if (typeof value !== "string") return false;
+  if (control.tagName === "SELECT") return [...control.options].some((o) => o.value === value);
+  if (control.type === "number") {
+    const n = Number(value);
+    const min = control.min === "" ? -Infinity : Number(control.min);
+    const max = control.max === "" ? Infinity : Number(control.max);
+    return value !== "" && Number.isFinite(n) && n >= min && n <= max;
+  }
+  return true;
+}

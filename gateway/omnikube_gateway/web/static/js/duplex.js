@@ -9,7 +9,8 @@
  * gateway holds early frames until a worker is assigned).
  * Speech from `result.audio_data` (24 kHz float32) plays as it arrives on a gapless timeline.
  */
-import { $, api, buildNav, el, frontendDefaults, logClose, logLine, newSessionId, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, el, frontendDefaults, logClose, logLine, newSessionId, rememberSession, rememberSettings, statusPill,
+  wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -67,11 +68,16 @@ if (!OMNI) {
   $("#opt-max-kv").max = "131072";
 }
 
-frontendDefaults().then((d) => {
-  $("#opt-delay").value = d.playback_delay_ms;
-  player.delayMs = d.playback_delay_ms;
-});
 $("#opt-delay").addEventListener("change", () => (player.delayMs = $("#opt-delay").value));
+// Remembered per mode: the two pages start from different defaults.
+const settings = rememberSettings(MODE);
+$("#reset-settings").addEventListener("click", () => settings.reset());
+frontendDefaults().then((d) => {
+  // The server's delay is this page's default: what Reset returns to, and the value unless remembered.
+  $("#opt-delay").defaultValue = d.playback_delay_ms;
+  if (!settings.restored.has("opt-delay")) $("#opt-delay").value = d.playback_delay_ms;
+  player.delayMs = $("#opt-delay").value;
+});
 buildNav(MODE);
 
 // ---------------------------------------------------------------- UI state

@@ -6,7 +6,7 @@
  * vad_state → generating → chunk* (text + 24 kHz speech) → turn_done. The microphone reopens a
  * moment after the scheduled speech has played, so the model does not hear itself.
  */
-import { $, api, buildNav, logClose, logLine, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, logClose, logLine, rememberSession, rememberSettings, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
@@ -23,6 +23,8 @@ const share = new ShareButton($("#share"), "half_duplex_audio");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
 buildNav("half_duplex");
+const settings = rememberSettings("half_duplex");
+$("#reset-settings").addEventListener("click", () => settings.reset());
 
 const session = {
   state: "stopped", // connecting | queued | preparing | listening | generating | stopping | stopped

@@ -8,7 +8,7 @@
  * (queue.js findOwnTicket), and failing that shows an estimate from /status. Stop and "Leave queue"
  * close the socket, which makes the gateway free the place or the worker.
  */
-import { $, api, buildNav, closeReason, el, frontendDefaults, rememberSession, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, closeReason, el, frontendDefaults, rememberSession, rememberSettings, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, float32ToBase64 } from "./pcm.js";
 import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
@@ -50,6 +50,8 @@ window.omnikube = { state, player, queue, voice };
 
 frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
+const settings = rememberSettings("turnbased");
+$("#reset-settings").addEventListener("click", () => settings.reset());
 
 // ---------------------------------------------------------------- compose
 
