@@ -456,6 +456,31 @@ def test_each_duplex_mode_remembers_its_own_settings_and_the_server_delay_stays_
     assert browser.find_element(By.ID, "opt-delay").get_attribute("value") == str(PLAYBACK_DELAY_MS)
 
 
+def choose_device(driver, kind: str, label: str) -> str:
+    """Pick a device by its label in the page's device picker; returns its id."""
+    driver.execute_script("document.querySelector('#devices').closest('details')?.setAttribute('open', '')")
+    wait_js(driver, f"[...document.querySelectorAll('#device-{kind} option')].some(o => o.text === '{label}')")
+    select = Select(driver.find_element(By.ID, f"device-{kind}"))
+    select.select_by_visible_text(label)
+    return select.first_selected_option.get_attribute("value")
+
+
+def test_the_chosen_microphone_and_speaker_carry_the_duplex_session_and_are_remembered(
+        service, browser_factory, speech_wav):
+    driver = browser_factory(fake_audio=speech_wav)
+    open_page(driver, service, "audio_duplex")
+    microphone = choose_device(driver, "audioinput", "Fake Audio Input 2")
+    speaker = choose_device(driver, "audiooutput", "Fake Audio Output 1")
+    start_duplex(driver)
+    wait_js(driver, "omnikube.session.state === 'active'", 20)
+    assert driver.execute_script("return omnikube.session.capture.stream.getAudioTracks()[0].getSettings().deviceId") == microphone
+    wait_js(driver, f"omnikube.player.ctx && omnikube.player.ctx.sinkId === '{speaker}'")
+    stop_duplex(driver)
+    open_page(driver, service, "half_duplex")  # the same hardware on every page
+    wait_js(driver, f"document.querySelector('#device-audioinput').value === '{microphone}'")
+    assert driver.find_element(By.ID, "device-audiooutput").get_attribute("value") == speaker
+
+
 def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepare(
     service, browser_factory, speech_wav, tmp_path
 ):

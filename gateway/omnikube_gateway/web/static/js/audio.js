@@ -80,13 +80,28 @@ export class StreamPlayer {
     this.ctx = null;
     this.sources = new Set();
     this.playedChunks = 0; // chunks whose playback finished
+    this.sinkId = ""; // the speaker ("" = the system default)
+  }
+
+  /** Play on this output device from now on (AudioContext.setSinkId); "" is the system default. */
+  async setSink(deviceId) {
+    this.sinkId = deviceId || "";
+    if (this.ctx?.setSinkId) await this.ctx.setSinkId(this.sinkId);
+  }
+
+  _context() {
+    if (!this.ctx) {
+      this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
+      if (this.sinkId && this.ctx.setSinkId) this.ctx.setSinkId(this.sinkId).catch(() => {});
+    }
+    return this.ctx;
   }
 
   /** Create (or wake) the context; call from a user gesture so autoplay rules allow sound. */
   async ensureStarted() {
-    if (!this.ctx) this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
-    if (this.ctx.state === "suspended") await this.ctx.resume();
-    return this.ctx;
+    const ctx = this._context();
+    if (ctx.state === "suspended") await ctx.resume();
+    return ctx;
   }
 
   set delayMs(ms) {
@@ -96,7 +111,7 @@ export class StreamPlayer {
   /** Queue one chunk of 24 kHz float32 samples behind what is already playing. */
   push(samples) {
     if (!samples.length) return;
-    if (!this.ctx) this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
+    this._context();
     const buffer = this.ctx.createBuffer(1, samples.length, OUTPUT_RATE);
     buffer.copyToChannel(samples, 0);
     const source = this.ctx.createBufferSource();

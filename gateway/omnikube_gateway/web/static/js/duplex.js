@@ -15,6 +15,7 @@ import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
+import { devicePicker } from "./devices.js";
 import { VoicePicker } from "./voice.js";
 
 const OMNI = /\/omni\/?$/.test(location.pathname);
@@ -71,6 +72,7 @@ if (!OMNI) {
 $("#opt-delay").addEventListener("change", () => (player.delayMs = $("#opt-delay").value));
 // Remembered per mode: the two pages start from different defaults.
 const settings = rememberSettings(MODE);
+const devices = devicePicker($("#devices"), player, OMNI ? ["audioinput", "audiooutput", "videoinput"] : undefined);
 $("#reset-settings").addEventListener("click", () => settings.reset());
 frontendDefaults().then((d) => {
   // The server's delay is this page's default: what Reset returns to, and the value unless remembered.
@@ -160,7 +162,8 @@ requestAnimationFrame(drawWave);
 async function openCamera() {
   if (!OMNI || camera) return;
   try {
-    camera = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "user" } });
+    const chosen = devices.deviceId("videoinput");
+    camera = await navigator.mediaDevices.getUserMedia({ video: chosen ? { deviceId: { exact: chosen } } : { facingMode: "user" } });
     $("#camera").srcObject = camera;
   } catch (error) {
     logLine(log, `Error: camera unavailable (${error.message}); HTTPS is needed for camera access.`, "error");
@@ -308,7 +311,7 @@ async function onPrepared(frame) {
     logLine(log, `Prepared (${frame.prompt_length ?? "?"} tokens)`);
   }
   if (OMNI) await openCamera();
-  session.capture = new MicCapture({ chunkSize: 16000, onChunk: sendChunk });
+  session.capture = new MicCapture({ chunkSize: 16000, onChunk: sendChunk, deviceId: devices.deviceId("audioinput") });
   try {
     await session.capture.start();
   } catch (error) {

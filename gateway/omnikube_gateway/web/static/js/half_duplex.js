@@ -11,6 +11,7 @@ import { MicCapture, StreamPlayer } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
+import { devicePicker } from "./devices.js";
 import { VoicePicker } from "./voice.js";
 
 const CHUNK_SAMPLES = 8000; // 0.5 s at 16 kHz
@@ -24,6 +25,7 @@ const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
 buildNav("half_duplex");
 const settings = rememberSettings("half_duplex");
+const devices = devicePicker($("#devices"), player);
 $("#reset-settings").addEventListener("click", () => settings.reset());
 
 const session = {
@@ -169,6 +171,7 @@ async function onPrepared(frame) {
   session.deadline = Date.now() + (frame.timeout_s ?? 300) * 1000;
   session.capture = new MicCapture({
     chunkSize: CHUNK_SAMPLES,
+    deviceId: devices.deviceId("audioinput"),
     onChunk: (samples) => {
       if (!session.micOpen) return;
       send({ type: "audio_chunk", audio_base64: float32ToBase64(samples) });

@@ -14,6 +14,7 @@ import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, flo
 import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
+import { devicePicker } from "./devices.js";
 import { VoicePicker } from "./voice.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
@@ -51,6 +52,7 @@ window.omnikube = { state, player, queue, voice };
 frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
 const settings = rememberSettings("turnbased");
+const devices = devicePicker($("#devices"), player);
 $("#reset-settings").addEventListener("click", () => settings.reset());
 
 // ---------------------------------------------------------------- compose
@@ -111,7 +113,7 @@ document.addEventListener("drop", (event) => {
 async function startRecording() {
   if (state.recorder) return;
   const chunks = [];
-  const capture = new MicCapture({ chunkSize: 1600, onChunk: (c) => chunks.push(c) });
+  const capture = new MicCapture({ chunkSize: 1600, onChunk: (c) => chunks.push(c), deviceId: devices.deviceId("audioinput") });
   state.recorder = { capture, chunks, startedAt: performance.now() };
   $("#mic").classList.add("recording");
   $("#mic").textContent = "⏺";
