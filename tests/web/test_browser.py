@@ -194,6 +194,33 @@ def test_a_turn_based_chat_round_trip_streams_text_and_plays_the_spoken_answer(s
     assert browser.execute_script("return omnikube.state.history.map(m => m.role)") == ["user", "assistant"]
 
 
+def ask(driver, text: str) -> None:
+    """Type `text` into the chat page and wait for its answer to finish."""
+    done = len(driver.find_elements(By.CSS_SELECTOR, ".msg.assistant[data-state='done']"))
+    driver.find_element(By.ID, "input").send_keys(text)
+    driver.find_element(By.ID, "send").click()
+    wait_js(driver, f"document.querySelectorAll(\".msg.assistant[data-state='done']\").length === {done + 1}", 30)
+
+
+def test_editing_an_earlier_chat_message_drops_what_followed_and_resends_the_edit(service, browser):
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    ask(browser, "What is a lighthouse?")
+    ask(browser, "And a harbour?")
+    browser.find_elements(By.CSS_SELECTOR, ".msg.user .edit")[0].click()
+    assert browser.find_elements(By.CSS_SELECTOR, "#messages .msg") == []
+    assert browser.execute_script("return omnikube.state.history.length") == 0
+    box = browser.find_element(By.ID, "input")
+    assert box.get_attribute("value") == "What is a lighthouse?"
+    box.send_keys(" And who keeps one?")
+    browser.find_element(By.ID, "send").click()
+    wait_js(browser, "document.querySelector('.msg.assistant')?.dataset.state === 'done'", 30)
+    history = browser.execute_script("return omnikube.state.history")
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert history[0]["content"] == "What is a lighthouse? And who keeps one?"
+    assert "who keeps one" in history[1]["content"] and "harbour" not in history[1]["content"]
+
+
 def test_a_non_streaming_voice_answer_arrives_whole_and_plays(service, browser):
     open_page(browser, service, "turnbased")
     wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")

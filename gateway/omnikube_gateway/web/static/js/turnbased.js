@@ -283,6 +283,10 @@ async function send() {
   const message = { role: "user", content };
   state.history.push(message);
   const userNode = userBubble(text, attachments);
+  const draft = { text, attachments };
+  const index = state.history.length - 1;
+  userNode.append(el("button", { type: "button", class: "edit", title: "Edit this message and send it again: the conversation after it is dropped",
+    onclick: () => editFrom(userNode, index, draft) }, "✎ Edit"));
   const answer = el("div", { class: "msg assistant" }, el("span", { class: "text" }, "…"));
   $("#messages").append(userNode, answer);
   input.value = "";
@@ -295,7 +299,7 @@ async function send() {
     bubble: answer,
     userNode,
     message,
-    draft: { text, attachments },
+    draft,
     text: "",
     audio: [],
     started: false,
@@ -447,6 +451,24 @@ function finish(req, { done, error }) {
     meta.append(` · 🔊 ${(total / OUTPUT_RATE).toFixed(1)}s`);
   }
   req.bubble.append(meta);
+}
+
+/** Back to the composer with a sent message: it and everything after it leave the conversation. */
+function editFrom(node, index, draft) {
+  if (state.request) {
+    showError("Stop the answer in progress before editing a message.");
+    return;
+  }
+  showError("");
+  player.flush();
+  while (node.nextSibling) node.nextSibling.remove();
+  node.remove();
+  // A turn that failed was already taken out of the history; its bubble stays until edited or cleared.
+  state.history.length = Math.min(state.history.length, index);
+  input.value = draft.text;
+  state.attachments = [...draft.attachments];
+  renderAttachments();
+  input.focus();
 }
 
 function stopRequest() {
