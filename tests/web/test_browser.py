@@ -376,6 +376,24 @@ def test_an_omni_session_sends_camera_frames_with_the_audio(service, browser_fac
     stop_duplex(browser)
 
 
+def metric(driver, name: str) -> dict:
+    return driver.execute_script(
+        "const m = document.querySelector(`#metrics [data-metric='${arguments[0]}']`);"
+        "return m && {value: m.querySelector('b').textContent, level: m.dataset.level ?? null}", name)
+
+
+def test_the_omni_metrics_grid_shows_latency_ttfs_drift_and_vision_once_the_model_spoke(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
+    wait_js(browser, "omnikube.session.timing.ttfsMs != null", 30, "(a listening result, then a speaking one)")
+    wait_js(browser, "document.querySelector(\"#metrics [data-metric='ttfs'] b\").textContent.endsWith(' ms')", 5)
+    for name in ("latency", "ttfs", "drift"):
+        shown = metric(browser, name)
+        assert re.fullmatch(r"[+-]?\d+ ms", shown["value"]), (name, shown)
+        assert shown["level"] in ("good", "fair", "poor")
+    assert metric(browser, "vision")["value"].startswith("Std · ")  # one slice per frame unless HD
+    stop_duplex(browser)
+
+
 def test_an_omni_session_replays_as_a_video_in_the_session_viewer(service, browser_factory, speech_wav):
     browser = omni_session_with_frames(browser_factory, service, speech_wav)
     session_id = browser.execute_script("return omnikube.session.recordingId")

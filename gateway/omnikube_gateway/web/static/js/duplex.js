@@ -42,6 +42,8 @@ const share = new ShareButton($("#share"), OMNI ? "omni_duplex" : "audio_duplex"
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(10000);
 
+const freshTiming = () => ({ sentAt: [], latencyMs: null, ttfsMs: null, driftMs: null, firstDelayMs: null, lastListenAt: null });
+
 const session = {
   state: "stopped", // connecting | queued | preparing | active | pausing | paused | stopping | stopped
   id: null,
@@ -56,6 +58,7 @@ const session = {
   speaking: false,
   aiLine: null,
   last: {},
+  timing: freshTiming(),
 };
 let camera = null;
 
@@ -112,19 +115,55 @@ function setState(next) {
   renderMetrics();
 }
 
+// The demo's colour bands: [good below, fair below]; above is poor. Ahead is the other way round.
+const BANDS = { latency: [200, 500], ttfs: [300, 600], drift: [50, 200], kv: [4096, 6144], gaps: [1, 3] };
+
+function level(name, value) {
+  if (value == null || !Number.isFinite(value)) return undefined;
+  if (name === "ahead") return value > 200 ? "good" : value > 50 ? "fair" : "poor";
+  const [good, fair] = BANDS[name];
+  return value < good ? "good" : value < fair ? "fair" : "poor";
+}
+
+const ms = (value) => (value == null ? "—" : `${Math.round(value)} ms`);
+
 function renderMetrics() {
   const r = session.last;
+  const t = session.timing;
+  const gaps = player.schedule.gaps;
+  const vision = r.vision_slices ? `${r.vision_slices > 1 ? `HD(${r.vision_slices})` : "Std"} · ${r.vision_tokens ?? 0} tok` : "—";
   const items = [
     ["State", session.state],
     ["SID", session.id ? session.id.slice(0, 12) : "—"],
     ["Model", session.results ? (session.speaking ? "Speaking" : "Listening") : "—"],
     ["Chunks", session.chunksSent],
-    ["Results", session.results],
-    ["KV", r.kv_cache_length ?? "—"],
-    ["Infer", r.wall_clock_ms != null ? `${Math.round(r.wall_clock_ms)} ms` : "—"],
-    ["Ahead", `${player.aheadMs} ms${player.schedule.gaps ? ` ⚠${player.schedule.gaps}` : ""}`],
+    ["KV", r.kv_cache_length ?? "—", level("kv", r.kv_cache_length)],
+    ...(OMNI ? [["Vision", vision]] : []),
+    ["Infer", r.wall_clock_ms != null ? `${Math.round(r.wall_clock_ms)} ms (${Math.round(r.cost_all_ms ?? r.wall_clock_ms)})` : "—"],
+    ["Latency", ms(t.latencyMs), level("latency", t.latencyMs)],
+    ["TTFS", ms(t.ttfsMs), level("ttfs", t.ttfsMs)],
+    ["Drift", t.driftMs == null ? "—" : `${t.driftMs >= 0 ? "+" : ""}${Math.round(t.driftMs)} ms`, level("drift", Math.abs(t.driftMs))],
+    ["Ahead", `${player.aheadMs} ms${gaps ? ` ⚠${gaps}` : ""}`, gaps ? level("gaps", gaps) : level("ahead", player.aheadMs)],
   ];
-  $("#metrics").replaceChildren(...items.map(([k, v]) => el("div", { dataset: { metric: k.toLowerCase() } }, k, el("b", {}, String(v)))));
+  $("#metrics").replaceChildren(...items.map(([k, v, quality]) =>
+    el("div", { dataset: { metric: k.toLowerCase(), level: quality } }, k, el("b", {}, String(v)))));
+}
+
+/** Per result: the round trip of its chunk, the server-to-browser delay's change since the first
+ * result (the clocks' offset cancels out), and TTFS, the time from the last listening result to
+ * the first speaking one. */
+function timeResult(r) {
+  const now = performance.now();
+  const t = session.timing;
+  const sentAt = t.sentAt.shift();
+  if (sentAt != null) t.latencyMs = now - sentAt;
+  if (r.server_send_ts) {
+    const delay = Date.now() - r.server_send_ts * 1000;
+    t.firstDelayMs ??= delay;
+    t.driftMs = delay - t.firstDelayMs;
+  }
+  if (r.is_listen) t.lastListenAt = now;
+  else if (!session.speaking && t.lastListenAt != null) t.ttfsMs = now - t.lastListenAt;
 }
 
 setInterval(() => {
@@ -204,7 +243,7 @@ async function start() {
   player.delayMs = $("#opt-delay").value;
   Object.assign(session, {
     id: newSessionId(PREFIX), recordingId: null, prepareSent: false, chunksSent: 0, results: 0,
-    speaking: false, aiLine: null, last: {}, startedAt: null,
+    speaking: false, aiLine: null, last: {}, startedAt: null, timing: freshTiming(),
   });
   $("#session-id").textContent = session.id;
   $("#timer").textContent = "";
@@ -334,10 +373,12 @@ function sendChunk(samples) {
     if ($("#opt-hd").checked) message.max_slice_nums = 2;
   }
   send(message);
+  session.timing.sentAt.push(performance.now());
   session.chunksSent += 1;
 }
 
 function onResult(r) {
+  timeResult(r);
   session.results += 1;
   session.last = r;
   if (!r.is_listen) {
