@@ -11,6 +11,7 @@ looped WAV, a sentence spoken by espeak-ng then 4.5 s of silence, so the simulat
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import re
@@ -219,6 +220,37 @@ def test_editing_an_earlier_chat_message_drops_what_followed_and_resends_the_edi
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert history[0]["content"] == "What is a lighthouse? And who keeps one?"
     assert "who keeps one" in history[1]["content"] and "harbour" not in history[1]["content"]
+
+
+def test_a_spoken_chat_exports_as_msgpack_with_the_answer_as_text_and_audio(service, browser):
+    import msgpack
+
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    browser.find_element(By.ID, "opt-voice").click()
+    ask(browser, "Say something nice.")
+    # Catch the download the button starts: its file name and the bytes behind its blob URL.
+    browser.execute_script("""
+        window.exported = null;
+        const click = HTMLAnchorElement.prototype.click;
+        HTMLAnchorElement.prototype.click = function () {
+          if (!this.download) return click.call(this);
+          fetch(this.href).then(r => r.arrayBuffer()).then(b => {
+            let s = ""; new Uint8Array(b).forEach(c => (s += String.fromCharCode(c)));
+            window.exported = { name: this.download, base64: btoa(s) };
+          });
+        };""")
+    browser.find_element(By.ID, "export").click()
+    wait_js(browser, "window.exported !== null", 10)
+    exported = browser.execute_script("return window.exported")
+    assert re.fullmatch(r"conversation_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.msgpack", exported["name"])
+    messages = msgpack.unpackb(base64.b64decode(exported["base64"]))["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+    assert messages[1]["content"] == [{"type": "text", "text": "Say something nice."}]
+    (answer,) = messages[2]["content"]
+    assert answer["type"] == "text_and_audio" and "[simulated]" in answer["text"]
+    with wave.open(io.BytesIO(answer["audio"])) as speech:
+        assert speech.getframerate() == 24000 and speech.getnframes() > 2400
 
 
 def test_a_non_streaming_voice_answer_arrives_whole_and_plays(service, browser):

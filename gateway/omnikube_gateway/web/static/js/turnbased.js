@@ -15,6 +15,7 @@ import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { conversationForExport, exportFileName } from "./export.js";
 import { VoicePicker } from "./voice.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
@@ -26,6 +27,7 @@ const QUEUE_POLL_MS = 2000;
 
 const state = {
   history: [], // wire messages, without the system message
+  spoken: new Map(), // assistant message of the history -> its 24 kHz speech, for the export
   attachments: [], // {kind: "image"|"audio"|"video", name, data, samples?, url?}
   request: null, // the request in flight: {ws, bubble, ...}
   recorder: null, // {capture, chunks, startedAt, toggleStop}
@@ -417,7 +419,8 @@ function finish(req, { done, error }) {
   }
   const meta = el("div", { class: "meta" });
   if (done) {
-    state.history.push({ role: "assistant", content: req.text });
+    req.answer = { role: "assistant", content: req.text };
+    state.history.push(req.answer);
     const seconds = ((performance.now() - req.sentAt) / 1000).toFixed(1);
     meta.append(`${$("#opt-streaming").checked ? "streaming" : "chat"} · ${seconds}s · in ${done.input_tokens ?? "?"} · gen ${done.generated_tokens ?? "?"}`);
     if (done.recording_session_id) {
@@ -429,8 +432,10 @@ function finish(req, { done, error }) {
   } else {
     if (req.cancelled) {
       meta.append("stopped");
-      if (req.text) state.history.push({ role: "assistant", content: req.text });
-      else state.history.pop();
+      if (req.text) {
+        req.answer = { role: "assistant", content: req.text };
+        state.history.push(req.answer);
+      } else state.history.pop();
     } else {
       state.history.pop(); // the request failed; do not resend a turn without an answer
       req.bubble.append(el("div", { class: "error" }, `Error: ${error}`));
@@ -445,6 +450,7 @@ function finish(req, { done, error }) {
       all.set(c, offset);
       offset += c.length;
     }
+    if (req.answer) state.spoken.set(req.answer, all);
     const url = wavUrl(all, OUTPUT_RATE);
     req.bubble.append(el("audio", { controls: true, src: url }),
       el("a", { href: url, download: "answer.wav", class: "muted" }, "⬇ WAV"));
@@ -465,6 +471,7 @@ function editFrom(node, index, draft) {
   node.remove();
   // A turn that failed was already taken out of the history; its bubble stays until edited or cleared.
   state.history.length = Math.min(state.history.length, index);
+  for (const message of state.spoken.keys()) if (!state.history.includes(message)) state.spoken.delete(message);
   input.value = draft.text;
   state.attachments = [...draft.attachments];
   renderAttachments();
@@ -486,7 +493,32 @@ $("#send").addEventListener("click", send);
 $("#stop").addEventListener("click", stopRequest);
 $("#clear").addEventListener("click", () => {
   state.history = [];
+  state.spoken.clear();
   $("#messages").replaceChildren();
   player.flush();
 });
 window.addEventListener("beforeunload", () => state.request?.ws.close());
+
+/** The MessagePack library, loaded on the first export (a classic script: it defines window.MessagePack). */
+function messagePack() {
+  if (window.MessagePack) return Promise.resolve(window.MessagePack);
+  return new Promise((resolve, reject) => {
+    const script = el("script", { src: "static/js/vendor/msgpack.min.js" });
+    script.onload = () => resolve(window.MessagePack);
+    script.onerror = () => reject(new Error("the MessagePack library did not load"));
+    document.head.append(script);
+  });
+}
+
+$("#export").addEventListener("click", async () => {
+  try {
+    const system = systemMessage($("#opt-voice").checked);
+    const conversation = conversationForExport(system ? [system, ...state.history] : state.history, state.spoken);
+    const bytes = (await messagePack()).encode(conversation);
+    const url = URL.createObjectURL(new Blob([bytes], { type: "application/x-msgpack" }));
+    el("a", { href: url, download: exportFileName() }).click();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  } catch (error) {
+    showError(`Export failed: ${error.message}`);
+  }
+});
