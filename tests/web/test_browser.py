@@ -222,6 +222,24 @@ def test_editing_an_earlier_chat_message_drops_what_followed_and_resends_the_edi
     assert "who keeps one" in history[1]["content"] and "harbour" not in history[1]["content"]
 
 
+def download(driver, button_id: str) -> tuple[str, bytes]:
+    """Click a button that starts a download; return the file's name and the bytes behind its blob URL."""
+    driver.execute_script("""
+        window.downloaded = null;
+        const click = HTMLAnchorElement.prototype.click;
+        HTMLAnchorElement.prototype.click = function () {
+          if (!this.download) return click.call(this);
+          fetch(this.href).then(r => r.arrayBuffer()).then(b => {
+            let s = ""; new Uint8Array(b).forEach(c => (s += String.fromCharCode(c)));
+            window.downloaded = { name: this.download, base64: btoa(s) };
+          });
+        };""")
+    driver.find_element(By.ID, button_id).click()
+    wait_js(driver, "window.downloaded !== null", 10)
+    got = driver.execute_script("return window.downloaded")
+    return got["name"], base64.b64decode(got["base64"])
+
+
 def test_a_spoken_chat_exports_as_msgpack_with_the_answer_as_text_and_audio(service, browser):
     import msgpack
 
@@ -229,22 +247,9 @@ def test_a_spoken_chat_exports_as_msgpack_with_the_answer_as_text_and_audio(serv
     wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
     browser.find_element(By.ID, "opt-voice").click()
     ask(browser, "Say something nice.")
-    # Catch the download the button starts: its file name and the bytes behind its blob URL.
-    browser.execute_script("""
-        window.exported = null;
-        const click = HTMLAnchorElement.prototype.click;
-        HTMLAnchorElement.prototype.click = function () {
-          if (!this.download) return click.call(this);
-          fetch(this.href).then(r => r.arrayBuffer()).then(b => {
-            let s = ""; new Uint8Array(b).forEach(c => (s += String.fromCharCode(c)));
-            window.exported = { name: this.download, base64: btoa(s) };
-          });
-        };""")
-    browser.find_element(By.ID, "export").click()
-    wait_js(browser, "window.exported !== null", 10)
-    exported = browser.execute_script("return window.exported")
-    assert re.fullmatch(r"conversation_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.msgpack", exported["name"])
-    messages = msgpack.unpackb(base64.b64decode(exported["base64"]))["messages"]
+    name, data = download(browser, "export")
+    assert re.fullmatch(r"conversation_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.msgpack", name)
+    messages = msgpack.unpackb(data)["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[1]["content"] == [{"type": "text", "text": "Say something nice."}]
     (answer,) = messages[2]["content"]
@@ -387,6 +392,44 @@ def test_an_audio_duplex_session_speaks_pauses_and_resumes(service, browser_fact
 
     stop_duplex(browser)
     wait_until(lambda: worker_states(service) == ["idle"], 10, "the worker to be released")
+
+
+def test_an_audio_duplex_call_recorded_in_the_browser_downloads_as_a_stereo_wav_of_both_sides(
+        service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    assert browser.find_element(By.ID, "opt-rec").is_selected()  # on by default, as in the demo
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    seconds = browser.execute_script("return (Date.now() - omnikube.session.startedAt) / 1000")
+    stop_duplex(browser)
+    name, data = download(browser, "download-rec")
+    assert re.fullmatch(r"session_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.wav", name)
+    with wave.open(io.BytesIO(data)) as recording:
+        assert (recording.getnchannels(), recording.getframerate()) == (2, 24000)
+        frames = np.frombuffer(recording.readframes(recording.getnframes()), dtype="<i2").reshape(-1, 2)
+    assert frames.shape[0] / 24000 >= seconds - 1.5  # the whole call, give or take the last chunk
+    assert np.abs(frames[:, 0]).max() > 1000  # the spoken sentence, on the left
+    assert np.abs(frames[:, 1]).max() > 1000  # the model's answer, on the right
+
+
+def test_a_call_recorded_in_the_browser_and_shared_replays_in_the_session_viewer(service, browser_factory, speech_wav):
+    browser = live_session(browser_factory, service, speech_wav)
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 30)
+    session_id = browser.execute_script("return omnikube.session.recordingId")
+    stop_duplex(browser)
+    browser.find_element(By.CSS_SELECTOR, "#share button.share").click()
+    assert browser.find_element(By.ID, "share-upload").is_selected()  # offered, since Rec was on
+    browser.find_element(By.CSS_SELECTOR, "#share dialog button.primary").click()
+    wait_js(browser, "document.querySelector('#share dialog [role=status]').innerText.includes('/s/')", 15)
+    uploaded = service.get(f"/api/sessions/{session_id}/assets/frontend_replay.wav")
+    assert uploaded.status_code == 200
+    with wave.open(io.BytesIO(uploaded.content)) as recording:
+        assert recording.getnchannels() == 2
+    browser.get(f"{service.url}/s/{session_id}")
+    wait_js(browser, "[...document.querySelectorAll('#content h2')].some(h => h.textContent.startsWith('Frontend recording'))", 15)
+    assert browser.execute_script("return document.querySelector('#content audio').src").endswith("frontend_replay.wav")
 
 
 def omni_session_with_frames(browser_factory, service, speech_wav):

@@ -81,6 +81,7 @@ export class StreamPlayer {
     this.sources = new Set();
     this.playedChunks = 0; // chunks whose playback finished
     this.sinkId = ""; // the speaker ("" = the system default)
+    this.tap = null; // (samples, startCtxTime) => void, for each chunk scheduled
   }
 
   /** Play on this output device from now on (AudioContext.setSinkId); "" is the system default. */
@@ -118,6 +119,7 @@ export class StreamPlayer {
     source.buffer = buffer;
     source.connect(this.ctx.destination);
     const start = this.schedule.place(buffer.duration, this.ctx.currentTime);
+    this.tap?.(samples, start); // a recording of the call hears what plays, and when
     source.onended = () => {
       this.sources.delete(source);
       this.playedChunks += 1;

@@ -54,16 +54,17 @@ export function logClose(container, event, opened) {
   logLine(container, normal ? "Session ended" : `Error: ${closeReason(event, opened)}`, normal ? "system" : "error");
 }
 
-/** fetch + JSON; throws an Error whose message carries the server's reason. */
+/** fetch + JSON (a FormData body goes as multipart); throws an Error whose message carries the server's reason. */
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = {};
   const key = apiKey();
   if (key) headers.Authorization = `Bearer ${key}`;
-  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const form = body instanceof FormData;
+  if (body !== undefined && !form) headers["Content-Type"] = "application/json";
   const response = await fetch(httpUrl(path), {
     method,
     headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
+    body: body === undefined || form ? body : JSON.stringify(body),
     signal,
   });
   const text = await response.text();

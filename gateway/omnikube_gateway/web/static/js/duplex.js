@@ -16,6 +16,8 @@ import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { localStamp } from "./export.js";
+import { callRecording } from "./recorder.js";
 import { VoicePicker } from "./voice.js";
 
 const OMNI = /\/omni\/?$/.test(location.pathname);
@@ -75,6 +77,9 @@ if (!OMNI) {
 $("#opt-delay").addEventListener("change", () => (player.delayMs = $("#opt-delay").value));
 // Remembered per mode: the two pages start from different defaults.
 const settings = rememberSettings(MODE);
+const callRec = callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,
+  fileName: () => `session_${localStamp()}.wav` });
+share.setRecording(() => callRec.blob());
 const devices = devicePicker($("#devices"), player, OMNI ? ["audioinput", "audiooutput", "videoinput"] : undefined);
 $("#reset-settings").addEventListener("click", () => settings.reset());
 frontendDefaults().then((d) => {
@@ -359,6 +364,7 @@ async function onPrepared(frame) {
     return;
   }
   session.startedAt = Date.now();
+  callRec.start();
   setState("active");
   logLine(log, "Session active — speak now");
 }
@@ -373,6 +379,7 @@ function sendChunk(samples) {
     if ($("#opt-hd").checked) message.max_slice_nums = 2;
   }
   send(message);
+  callRec.microphone(samples);
   session.timing.sentAt.push(performance.now());
   session.chunksSent += 1;
 }
@@ -451,6 +458,7 @@ function teardown() {
   capture?.stop({ flush: false });
   if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
   player.flush();
+  callRec.stop();
   setState("stopped");
 }
 

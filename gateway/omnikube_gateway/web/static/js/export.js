@@ -28,9 +28,14 @@ export function conversationForExport(messages, spoken = new Map()) {
   };
 }
 
+/** Local time as the demo's download names have it: 2026-12-07T09-05-03 (or 2026-12-07T090503). */
+export function localStamp(now = new Date(), timeSeparator = "-") {
+  const pad = (n) => String(n).padStart(2, "0");
+  const time = [now.getHours(), now.getMinutes(), now.getSeconds()].map(pad).join(timeSeparator);
+  return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}T${time}`;
+}
+
 /** `conversation_YYYY-MM-DDTHH-MM-SS.msgpack`, local time, as the demo names it. */
 export function exportFileName(now = new Date()) {
-  const pad = (n) => String(n).padStart(2, "0");
-  const stamp = `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}T${pad(now.getHours())}-${pad(now.getMinutes())}-${pad(now.getSeconds())}`;
-  return `conversation_${stamp}.msgpack`;
+  return `conversation_${localStamp(now)}.msgpack`;
 }

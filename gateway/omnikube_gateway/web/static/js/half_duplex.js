@@ -12,6 +12,8 @@ import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { localStamp } from "./export.js";
+import { callRecording } from "./recorder.js";
 import { VoicePicker } from "./voice.js";
 
 const CHUNK_SAMPLES = 8000; // 0.5 s at 16 kHz
@@ -26,6 +28,9 @@ statusPill(15000);
 buildNav("half_duplex");
 const settings = rememberSettings("half_duplex");
 const devices = devicePicker($("#devices"), player);
+const callRec = callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,
+  fileName: () => `half-duplex-${localStamp(new Date(), "")}.wav` });
+share.setRecording(() => callRec.blob());
 $("#reset-settings").addEventListener("click", () => settings.reset());
 
 const session = {
@@ -173,6 +178,7 @@ async function onPrepared(frame) {
     chunkSize: CHUNK_SAMPLES,
     deviceId: devices.deviceId("audioinput"),
     onChunk: (samples) => {
+      callRec.microphone(samples); // the whole call, also while the model speaks
       if (!session.micOpen) return;
       send({ type: "audio_chunk", audio_base64: float32ToBase64(samples) });
       session.chunksSent += 1;
@@ -186,6 +192,7 @@ async function onPrepared(frame) {
     return;
   }
   session.micOpen = true;
+  callRec.start();
   setState("listening");
   logLine(log, "Session active — speak, then pause to let the model answer");
 }
@@ -212,6 +219,7 @@ function teardown() {
   if (session.ws && session.ws.readyState <= WebSocket.OPEN) session.ws.close(1000);
   session.ws = null;
   player.flush();
+  callRec.stop();
   setState("stopped");
 }
 

@@ -75,25 +75,34 @@ export function downmix(buffer) {
 
 /** Mono float32 -> 16-bit PCM WAV bytes (for downloads and the audio elements of players). */
 export function encodeWav(samples, sampleRate) {
-  const bytes = new Uint8Array(44 + samples.length * 2);
+  return encodeWavChannels([samples], sampleRate);
+}
+
+/** Equal-length float32 channels (left, right, ...) -> interleaved 16-bit PCM WAV bytes. */
+export function encodeWavChannels(channels, sampleRate) {
+  const frames = channels[0].length;
+  const width = channels.length * 2; // bytes per frame
+  const bytes = new Uint8Array(44 + frames * width);
   const view = new DataView(bytes.buffer);
   const text = (offset, s) => [...s].forEach((ch, i) => view.setUint8(offset + i, ch.charCodeAt(0)));
   text(0, "RIFF");
-  view.setUint32(4, 36 + samples.length * 2, true);
+  view.setUint32(4, 36 + frames * width, true);
   text(8, "WAVE");
   text(12, "fmt ");
   view.setUint32(16, 16, true);
   view.setUint16(20, 1, true); // PCM
-  view.setUint16(22, 1, true); // mono
+  view.setUint16(22, channels.length, true);
   view.setUint32(24, sampleRate, true);
-  view.setUint32(28, sampleRate * 2, true);
-  view.setUint16(32, 2, true);
+  view.setUint32(28, sampleRate * width, true);
+  view.setUint16(32, width, true);
   view.setUint16(34, 16, true);
   text(36, "data");
-  view.setUint32(40, samples.length * 2, true);
-  for (let i = 0; i < samples.length; i++) {
-    const s = Math.max(-1, Math.min(1, samples[i]));
-    view.setInt16(44 + i * 2, Math.round(s * 32767), true);
+  view.setUint32(40, frames * width, true);
+  for (let i = 0; i < frames; i++) {
+    for (let c = 0; c < channels.length; c++) {
+      const s = Math.max(-1, Math.min(1, channels[c][i]));
+      view.setInt16(44 + i * width + c * 2, Math.round(s * 32767), true);
+    }
   }
   return bytes;
 }

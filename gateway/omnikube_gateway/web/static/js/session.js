@@ -29,6 +29,19 @@ function renderInfo(meta, comment) {
   if (comment) $("#info").append(el("p", {}, `Comment: ${comment}`));
 }
 
+/** The browser's own recording, uploaded with Share: the first of these that exists. */
+async function frontendRecording() {
+  for (const name of ["frontend_replay.webm", "frontend_replay.mp4", "frontend_replay.wav"]) {
+    const response = await fetch(assetUrl(name), { method: "HEAD" }).catch(() => null);
+    if (response?.ok) {
+      const media = name.endsWith(".wav") ? audio(name) : el("video", { controls: true, src: assetUrl(name), class: "camera" });
+      return [el("h2", {}, "Frontend recording (uploaded by the user)"),
+        el("div", { class: "muted" }, "Recorded in the browser: L = user, R = AI"), media];
+    }
+  }
+  return [];
+}
+
 function renderDuplex(rec) {
   const parts = [el("h2", {}, "Replay")];
   if (rec.merged_replay_video) parts.push(el("video", { controls: true, src: assetUrl(rec.merged_replay_video), class: "camera" }));
@@ -75,6 +88,7 @@ async function main() {
   } catch {
     $("#content").replaceChildren(el("p", { class: "muted" }, "Recording data not available (session may still be active)"));
   }
+  $("#content").prepend(...(await frontendRecording()));
 }
 
 main();

@@ -16,10 +16,13 @@ export class ShareButton {
     this.comment = el("textarea", { rows: 3, maxlength: MAX_COMMENT, "aria-label": "Comment (optional)",
       placeholder: "Comment (optional)" });
     this.result = el("div", { class: "muted", role: "status" });
+    this.recording = () => null; // the browser's own recording of the call, a Blob, if there is one
+    this.upload = el("input", { type: "checkbox", id: "share-upload", checked: true });
+    this.uploadRow = el("label", { class: "inline", hidden: true }, this.upload, " Include my recording of this call");
     this.dialog = el("dialog", { class: "panel", "aria-label": "Share conversation" },
       el("h2", {}, "Share conversation"),
       el("p", { class: "muted" }, "Anyone with the link can replay this recording."),
-      this.comment, this.result,
+      this.comment, this.uploadRow, this.result,
       el("div", { class: "row" },
         el("button", { type: "button", class: "primary", onclick: () => this.share() }, "Share"),
         el("button", { type: "button", onclick: () => this.dialog.close() }, "Close")));
@@ -36,8 +39,14 @@ export class ShareButton {
     return httpUrl(`s/${encodeURIComponent(this.sessionId)}`);
   }
 
+  /** `recording()` returns the browser's recording of the current call (a Blob) or null. */
+  setRecording(recording) {
+    this.recording = recording;
+  }
+
   open() {
     this.result.textContent = "";
+    this.uploadRow.hidden = !this.recording();
     this.dialog.showModal();
   }
 
@@ -48,6 +57,17 @@ export class ShareButton {
     } catch (error) {
       this.result.textContent = `Comment not saved: ${error.message}`;
       return;
+    }
+    const recording = this.upload.checked ? this.recording() : null;
+    if (recording) {
+      const form = new FormData();
+      form.append("file", recording, "recording.wav");
+      try {
+        await api(`api/sessions/${encodeURIComponent(this.sessionId)}/upload-recording`, { method: "POST", body: form });
+      } catch (error) {
+        this.result.textContent = `Recording not uploaded: ${error.message}`;
+        return;
+      }
     }
     rememberSession(this.sessionId, this.appType);
     try {
