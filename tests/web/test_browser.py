@@ -432,6 +432,40 @@ def test_a_call_recorded_in_the_browser_and_shared_replays_in_the_session_viewer
     assert browser.execute_script("return document.querySelector('#content audio').src").endswith("frontend_replay.wav")
 
 
+def test_in_file_mode_the_duplex_model_hears_the_file_paced_as_a_microphone_then_silence(service, browser, speech_wav):
+    open_page(browser, service, "audio_duplex")  # the browser's own fake microphone beeps: not what is sent
+    Select(browser.find_element(By.ID, "opt-source")).select_by_value("file")
+    browser.find_element(By.ID, "source-file").send_keys(str(speech_wav))
+    browser.execute_script(SPY_ON_SOCKETS)
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    with wave.open(str(speech_wav)) as source:
+        file_s = source.getnframes() / source.getframerate()
+    wait_js(browser, f"omnikube.session.chunksSent >= {int(file_s) + 2}", 20)
+    wait_js(browser, "omnikube.player.schedule.chunks >= 1", 20)  # it answered what the file said
+    frames = [json.loads(f) for f in browser.execute_script("return window.sentFrames")]
+    chunks = [np.frombuffer(base64.b64decode(f["audio_base64"]), dtype="<f4") for f in frames if f["type"] == "audio_chunk"]
+    assert all(c.size == 16000 for c in chunks)
+    assert np.sqrt(np.mean(chunks[0] ** 2)) > 0.01  # the spoken sentence opens the file
+    assert not np.any(chunks[int(file_s) + 1])  # after the file: exact silence, not a microphone
+    assert "ended; the model hears silence now" in browser.find_element(By.ID, "log").text
+    stop_duplex(browser)
+
+
+def test_in_file_mode_an_omni_session_sees_the_video_file_instead_of_the_camera(service, browser, tmp_path):
+    clip = make_clip(tmp_path / "clip.mp4", seconds=3.0, size="160x120")
+    open_page(browser, service, "omni")
+    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
+    Select(browser.find_element(By.ID, "opt-source")).select_by_value("file")
+    browser.find_element(By.ID, "source-file").send_keys(str(clip))
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    wait_js(browser, "omnikube.session.last.vision_slices >= 1", 15)  # frames reached the model
+    assert browser.execute_script("return document.querySelector('#camera').videoWidth") == 160  # the file's
+    stop_duplex(browser)
+    wait_js(browser, "document.querySelector('#camera').srcObject !== null", 5, "(the camera is back)")
+
+
 def omni_session_with_frames(browser_factory, service, speech_wav):
     """A browser in a live omni session whose camera frames reached the model."""
     browser = browser_factory(fake_audio=speech_wav)

@@ -74,6 +74,46 @@ export class MicCapture {
   }
 }
 
+/**
+ * A file as the microphone (the duplex pages' File mode): its 16 kHz samples in chunks at the pace
+ * a live microphone would deliver them, then silence, so the model can still answer what it heard.
+ * Same interface as MicCapture, without an analyser.
+ */
+export class FileCapture {
+  /** @param {{samples: Float32Array, chunkSize?: number, onChunk: (f32: Float32Array) => void, onEnd?: () => void}} options */
+  constructor({ samples, chunkSize = INPUT_RATE, onChunk, onEnd = () => {} }) {
+    this.samples = samples;
+    this.chunkSize = chunkSize;
+    this.onChunk = onChunk;
+    this.onEnd = onEnd;
+    this.offset = 0;
+    this.paused = false;
+    this.chunks = 0;
+    this.analyser = null;
+    this.timer = null;
+  }
+
+  async start() {
+    this.timer = setInterval(() => this.tick(), (this.chunkSize / INPUT_RATE) * 1000);
+  }
+
+  tick() {
+    if (this.paused) return;
+    const chunk = new Float32Array(this.chunkSize); // past the end: silence
+    chunk.set(this.samples.subarray(this.offset, this.offset + this.chunkSize));
+    const wasPlaying = this.offset < this.samples.length;
+    this.offset += this.chunkSize;
+    this.chunks += 1;
+    this.onChunk(chunk);
+    if (wasPlaying && this.offset >= this.samples.length) this.onEnd();
+  }
+
+  async stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+}
+
 export class StreamPlayer {
   constructor({ delayMs = 200 } = {}) {
     this.schedule = new PlaybackSchedule({ delayMs });

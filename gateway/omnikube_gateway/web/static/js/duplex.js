@@ -11,7 +11,7 @@
  */
 import { $, api, buildNav, el, frontendDefaults, logClose, logLine, newSessionId, rememberSession, rememberSettings, statusPill,
   wsUrl } from "./common.js";
-import { MicCapture, StreamPlayer } from "./audio.js";
+import { FileCapture, MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
@@ -61,6 +61,7 @@ const session = {
   aiLine: null,
   last: {},
   timing: freshTiming(),
+  input: null, // File mode: {file, samples}
 };
 let camera = null;
 
@@ -240,8 +241,40 @@ function send(message) {
   if (session.ws?.readyState === WebSocket.OPEN) session.ws.send(JSON.stringify(message));
 }
 
+/** File mode: the chosen file's 16 kHz samples (and the file, to show a video), read before connecting. */
+async function readInputFile() {
+  if ($("#opt-source").value !== "file") return null;
+  const file = $("#source-file").files[0];
+  if (!file) throw new Error("choose an audio or video file for File input");
+  try {
+    return { file, samples: await decodeToMono16k(await file.arrayBuffer()) };
+  } catch (error) {
+    throw new Error(`cannot read ${file.name} as audio (${error.message})`);
+  }
+}
+
+/** The omni page's picture: the input video file while it plays, else the camera. */
+function showVideo(file) {
+  const video = $("#camera");
+  if (video.src) URL.revokeObjectURL(video.src);
+  if (file) {
+    video.srcObject = null;
+    video.src = URL.createObjectURL(file);
+    video.play().catch(() => {});
+  } else {
+    video.removeAttribute("src");
+    video.srcObject = camera;
+  }
+}
+
 async function start() {
   if (session.state !== "stopped") return;
+  try {
+    session.input = await readInputFile();
+  } catch (error) {
+    logLine(log, `Error: ${error.message}`, "error");
+    return;
+  }
   // Wake the audio output first, while the click still counts as a user gesture.
   await player.ensureStarted();
   await voice.ready;
@@ -354,8 +387,15 @@ async function onPrepared(frame) {
   } else {
     logLine(log, `Prepared (${frame.prompt_length ?? "?"} tokens)`);
   }
-  if (OMNI) await openCamera();
-  session.capture = new MicCapture({ chunkSize: 16000, onChunk: sendChunk, deviceId: devices.deviceId("audioinput") });
+  const input = session.input;
+  if (input) {
+    session.capture = new FileCapture({ samples: input.samples, chunkSize: 16000, onChunk: sendChunk,
+      onEnd: () => logLine(log, `${input.file.name} ended; the model hears silence now`) });
+    if (OMNI && input.file.type.startsWith("video/")) showVideo(input.file);
+  } else {
+    if (OMNI) await openCamera();
+    session.capture = new MicCapture({ chunkSize: 16000, onChunk: sendChunk, deviceId: devices.deviceId("audioinput") });
+  }
   try {
     await session.capture.start();
   } catch (error) {
@@ -459,9 +499,11 @@ function teardown() {
   if (ws && ws.readyState <= WebSocket.OPEN) ws.close(1000);
   player.flush();
   callRec.stop();
+  if (OMNI && session.input) showVideo(null);
   setState("stopped");
 }
 
+$("#opt-source").addEventListener("change", () => ($("#source-file").hidden = $("#opt-source").value !== "file"));
 $("#start").addEventListener("click", start);
 $("#stop").addEventListener("click", stop);
 $("#pause").addEventListener("click", togglePause);
