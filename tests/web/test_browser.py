@@ -663,6 +663,25 @@ def test_an_uploaded_voice_and_an_edited_system_prompt_go_into_the_duplex_prepar
     ref = base64.b64decode(prepare["ref_audio_base64"])
     assert abs(len(ref) // 4 - 32_000) <= 16
     assert 0.1 < np.abs(np.frombuffer(ref, "<f4")).max() < 0.3
+    assert "tts_ref_audio_base64" not in prepare  # the TTS speaks with the LLM's voice unless told
+    stop_duplex(browser)
+
+
+def test_a_separate_tts_voice_goes_into_the_duplex_prepare_beside_the_llm_voice(service, browser_factory, speech_wav, tmp_path):
+    tts_voice = write_wav(tmp_path / "tts voice.wav", tone(3.0, 16_000, freq=330.0), 16_000)
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    assert Select(browser.find_element(By.CSS_SELECTOR, "#tts-voice select")).first_selected_option.text == \
+        "Same as the LLM voice"
+    browser.find_element(By.CSS_SELECTOR, "#tts-voice input[type=file]").send_keys(str(tts_voice))
+    wait_js(browser, "document.querySelector('#tts-voice select').selectedOptions[0].text.startsWith('Uploaded: tts voice.wav')", 10)
+    browser.execute_script(SPY_ON_SOCKETS)
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    prepare = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).type === 'prepare')"))
+    assert abs(len(base64.b64decode(prepare["tts_ref_audio_base64"])) // 4 - 48_000) <= 16  # 3 s at 16 kHz
+    assert prepare.get("ref_audio_base64") != prepare["tts_ref_audio_base64"]
     stop_duplex(browser)
 
 

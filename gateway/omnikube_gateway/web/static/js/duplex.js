@@ -35,11 +35,12 @@ const log = $("#log");
 const player = new StreamPlayer();
 const voice = new VoicePicker($("#voice"), {
   mode: MODE,
-  label: "Voice (LLM and TTS reference audio)",
+  label: "LLM voice (the system prompt's reference audio)",
   onPreset: (preset) => {
     if (preset.system_prompt) $("#system-prompt").value = preset.system_prompt;
   },
 });
+const ttsVoice = new VoicePicker($("#tts-voice"), { mode: MODE, label: "TTS voice (voice cloning)", sameAs: "the LLM voice" });
 const share = new ShareButton($("#share"), OMNI ? "omni_duplex" : "audio_duplex");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(10000);
@@ -66,7 +67,7 @@ const session = {
 let camera = null;
 
 // For the browser tests and for curious users: the live objects of this page.
-window.omnikube = { session, player, queue, voice };
+window.omnikube = { session, player, queue, voice, ttsVoice };
 
 // The demo's per-mode defaults: voice calls run longer (length penalty 1.05, a context up to 128k
 // tokens); omni keeps 1.1 and 8192, since frames fill the context fast.
@@ -277,7 +278,7 @@ async function start() {
   }
   // Wake the audio output first, while the click still counts as a user gesture.
   await player.ensureStarted();
-  await voice.ready;
+  await Promise.all([voice.ready, ttsVoice.ready]);
   player.delayMs = $("#opt-delay").value;
   Object.assign(session, {
     id: newSessionId(PREFIX), recordingId: null, prepareSent: false, chunksSent: 0, results: 0,
@@ -323,6 +324,8 @@ function sendPrepare() {
     config: { length_penalty: Number($("#opt-length-penalty").value) || 1.1 },
   };
   if (voice.value) message.ref_audio_base64 = voice.value;
+  // Sent only when it differs: the worker speaks with the LLM's voice otherwise.
+  if (ttsVoice.value && ttsVoice.value !== voice.value) message.tts_ref_audio_base64 = ttsVoice.value;
   if (OMNI) message.max_slice_nums = $("#opt-hd").checked ? 2 : 1;
   send(message);
   if (session.state === "connecting") setState("preparing");

@@ -15,11 +15,14 @@ const MAX_REF_SECONDS = 20;
 export class VoicePicker {
   /**
    * @param {HTMLElement} container
-   * @param {{mode: string, label?: string, onPreset?: (preset: object) => void}} options
+   * @param {{mode: string, label?: string, onPreset?: (preset: object) => void, sameAs?: string}} options
+   *   `sameAs`: a second picker (the TTS's voice) whose first choice is "Same as <sameAs>" (value
+   *   null: nothing separate is sent); it offers the default voice and uploads, not presets.
    */
-  constructor(container, { mode, label = "Reference voice (voice cloning)", onPreset } = {}) {
+  constructor(container, { mode, label = "Reference voice (voice cloning)", onPreset, sameAs } = {}) {
     this.mode = mode;
     this.onPreset = onPreset;
+    this.sameAs = sameAs;
     this.voices = new Map(); // option value -> {name, base64|null, load?: () => Promise<string|null>}
     this.select = el("select", { "aria-label": label, onchange: () => this.choose(this.select.value) });
     this.file = el("input", { type: "file", accept: "audio/*", hidden: true,
@@ -45,12 +48,17 @@ export class VoicePicker {
   }
 
   async load() {
+    if (this.sameAs) this.add("same", { name: `Same as ${this.sameAs}`, base64: null });
     this.add("default", { name: "Server default voice", base64: null });
     try {
       const ref = await api("api/default_ref_audio");
       this.add("default", { name: `Default: ${ref.name} (${ref.duration}s)`, base64: ref.base64 });
     } catch (error) {
       this.status.textContent = `Default voice not loaded (${error.message}); the worker will use its own.`;
+    }
+    if (this.sameAs) {
+      await this.choose("same");
+      return;
     }
     try {
       const presets = (await api("api/presets"))[this.mode] ?? [];
