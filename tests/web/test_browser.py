@@ -258,6 +258,19 @@ def test_a_spoken_chat_exports_as_msgpack_with_the_answer_as_text_and_audio(serv
         assert speech.getframerate() == 24000 and speech.getnframes() > 2400
 
 
+def test_a_chat_speaks_with_the_tts_voice_chosen_apart_from_the_system_prompts(service, browser, tmp_path):
+    tts_voice = write_wav(tmp_path / "tts voice.wav", tone(2.0, 16_000, freq=330.0), 16_000)
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && omnikube.ttsVoice.current !== null")
+    browser.find_element(By.ID, "opt-voice").click()
+    browser.find_element(By.CSS_SELECTOR, "#tts-voice input[type=file]").send_keys(str(tts_voice))
+    wait_js(browser, "document.querySelector('#tts-voice select').selectedOptions[0].text.startsWith('Uploaded: tts voice.wav')", 10)
+    browser.execute_script(SPY_ON_SOCKETS)
+    ask(browser, "Speak to me.")
+    request = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).messages)"))
+    assert abs(len(base64.b64decode(request["tts"]["ref_audio_data"])) // 4 - 32_000) <= 16  # 2 s at 16 kHz
+
+
 def test_a_non_streaming_voice_answer_arrives_whole_and_plays(service, browser):
     open_page(browser, service, "turnbased")
     wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")

@@ -36,11 +36,13 @@ const state = {
 const player = new StreamPlayer();
 const voice = new VoicePicker($("#voice"), {
   mode: "turnbased",
+  label: "System prompt voice (reference audio)",
   onPreset: (preset) => {
     const text = preset.system_content?.find((item) => item.type === "text")?.text ?? preset.system_prompt;
     if (text) $("#system-prompt").value = text;
   },
 });
+const ttsVoice = new VoicePicker($("#tts-voice"), { mode: "turnbased", label: "TTS voice (voice cloning)", sameAs: "the system prompt's voice" });
 const share = new ShareButton($("#share"), "chat");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stopRequest(), player });
 const status = statusPill(3000, (s) => {
@@ -49,7 +51,7 @@ const status = statusPill(3000, (s) => {
 });
 
 // For the browser tests and for curious users: the live objects of this page.
-window.omnikube = { state, player, queue, voice };
+window.omnikube = { state, player, queue, voice, ttsVoice };
 
 frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
@@ -253,7 +255,9 @@ function buildRequest(withVoice) {
   };
   if (withVoice) {
     request.tts = { enabled: true, mode: "audio_assistant" };
-    if (voice.value) request.tts.ref_audio_data = voice.value;
+    // The voice it speaks with: the TTS voice when one is chosen, else the system prompt's.
+    const speaker = ttsVoice.value ?? voice.value;
+    if (speaker) request.tts.ref_audio_data = speaker;
     request.use_tts_template = true;
   }
   return request;
@@ -273,7 +277,7 @@ async function send() {
   showError("");
   // Wake the audio output first, while the click still counts as a user gesture.
   await player.ensureStarted();
-  await voice.ready;
+  await Promise.all([voice.ready, ttsVoice.ready]);
 
   const attachments = state.attachments;
   const content = attachments.length
