@@ -582,6 +582,39 @@ def test_each_duplex_page_starts_from_the_demos_defaults_for_its_mode(service, b
     assert browser.find_element(By.ID, "opt-max-kv").get_attribute("max") == max_kv
 
 
+def test_the_language_switch_shows_a_live_duplex_page_in_chinese_and_is_remembered(service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "document.querySelector('#lang')?.textContent === '中文'")
+    browser.find_element(By.ID, "lang").click()
+    wait_js(browser, "document.querySelector('#start').textContent === '开始'")
+    assert browser.find_element(By.ID, "heading").text == "语音全双工"
+    assert browser.find_element(By.ID, "lamp").text == "已停止"
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    wait_js(browser, "document.querySelector('#lamp').textContent === '通话中'", 5)  # written by the page later
+    assert browser.find_element(By.ID, "pause").text == "暂停"
+    screenshot(browser, "audio_duplex_zh")
+    stop_duplex(browser)
+    open_page(browser, service, "audio_duplex")
+    wait_js(browser, "document.querySelector('#start').textContent === '开始'")  # remembered
+    browser.find_element(By.ID, "lang").click()
+    wait_js(browser, "document.querySelector('#start').textContent === 'Start'")
+
+
+def test_a_gateway_whose_default_language_is_chinese_serves_chinese_pages_and_leaves_messages_alone(
+        sim_worker, browser, tmp_path):
+    gateway = launch_gateway(tmp_path, [sim_worker], args=["--lang", "zh"])
+    try:
+        browser.get(f"{gateway.url}/turnbased")
+        wait_js(browser, "document.querySelector('#send').textContent === '发送'", 10)
+        assert browser.find_element(By.ID, "clear").text == "新对话"
+        ask(browser, "Stop")
+        assert browser.find_element(By.CSS_SELECTOR, ".msg.user").text.startswith("Stop")  # what the user wrote
+    finally:
+        gateway.kill()
+
+
 def test_the_chat_pages_settings_are_remembered_across_visits_until_reset(service, browser):
     open_page(browser, service, "turnbased")
     wait_js(browser, "window.omnikube")

@@ -6,6 +6,8 @@
  * calls https://host/omni/api/... and wss://host/omni/ws/...; nothing assumes the site root.
  */
 
+import { currentLang, serverDefaultLang, setLang, startI18n } from "./i18n.js";
+
 const API_KEY_STORE = "omnikube_api_key";
 
 /** An API key from ?api_key= (remembered) or an earlier visit; null when auth is off. */
@@ -103,10 +105,28 @@ export function el(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
-/** Header nav from GET /api/apps; the static links in the HTML stay if the call fails. */
+/** The header's 中文 / EN switch; the whole page follows at once (i18n.js). */
+function languageSwitch(nav) {
+  const label = () => (currentLang() === "zh" ? "EN" : "中文");
+  const button = el("button", { type: "button", id: "lang", class: "lang", "data-no-i18n": true,
+    title: "中文 / English" }, label());
+  button.addEventListener("click", () => {
+    setLang(currentLang() === "zh" ? "en" : "zh");
+    button.textContent = label();
+  });
+  nav.after(button);
+  frontendDefaults().then((d) => {
+    serverDefaultLang(d.default_lang);
+    button.textContent = label();
+  });
+}
+
+/** Header nav from GET /api/apps (the static links in the HTML stay if the call fails), and the language. */
 export async function buildNav(current) {
   const nav = $("#nav");
   if (!nav) return;
+  startI18n();
+  languageSwitch(nav);
   try {
     const { apps } = await api("api/apps");
     const links = [el("a", { href: "./" }, "Home")];
