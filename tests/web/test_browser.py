@@ -602,6 +602,19 @@ def test_the_language_switch_shows_a_live_duplex_page_in_chinese_and_is_remember
     wait_js(browser, "document.querySelector('#start').textContent === 'Start'")
 
 
+def test_the_faq_opens_with_the_pages_questions_and_follows_the_language(service, browser):
+    open_page(browser, service, "omni")
+    browser.find_element(By.ID, "faq-button").click()
+    wait_js(browser, "document.querySelectorAll('#faq details').length >= 4", 10)
+    summaries = browser.execute_script("return [...document.querySelectorAll('#faq summary')].map(s => s.textContent)")
+    assert summaries[0] == "What is omni full duplex?"
+    assert browser.execute_script("return document.querySelector('#faq details').open")  # the first answer shows
+    assert browser.execute_script("return document.querySelector('#faq details strong')?.textContent") == "HD vision"  # Markdown
+    screenshot(browser, "omni-faq")
+    browser.find_element(By.ID, "lang").click()
+    wait_js(browser, "document.querySelector('#faq summary').textContent === '什么是全模态全双工？'", 10)
+
+
 def test_a_gateway_whose_default_language_is_chinese_serves_chinese_pages_and_leaves_messages_alone(
         sim_worker, browser, tmp_path):
     gateway = launch_gateway(tmp_path, [sim_worker], args=["--lang", "zh"])

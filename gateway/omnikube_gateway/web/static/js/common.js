@@ -127,6 +127,7 @@ export async function buildNav(current) {
   if (!nav) return;
   startI18n();
   languageSwitch(nav);
+
   try {
     const { apps } = await api("api/apps");
     const links = [el("a", { href: "./" }, "Home")];

@@ -16,6 +16,7 @@ import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { faqPanel } from "./faq.js";
 import { localStamp } from "./export.js";
 import { callRecording } from "./recorder.js";
 import { VoicePicker } from "./voice.js";
@@ -91,6 +92,7 @@ frontendDefaults().then((d) => {
   player.delayMs = $("#opt-delay").value;
 });
 buildNav(MODE);
+faqPanel(OMNI ? "omni" : "audio-duplex");
 
 // ---------------------------------------------------------------- UI state
 

@@ -12,6 +12,7 @@ import { base64ToFloat32, float32ToBase64 } from "./pcm.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { faqPanel } from "./faq.js";
 import { localStamp } from "./export.js";
 import { callRecording } from "./recorder.js";
 import { VoicePicker } from "./voice.js";
@@ -26,6 +27,7 @@ const share = new ShareButton($("#share"), "half_duplex_audio");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
 buildNav("half_duplex");
+faqPanel("half-duplex");
 const settings = rememberSettings("half_duplex");
 const devices = devicePicker($("#devices"), player);
 const callRec = callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,

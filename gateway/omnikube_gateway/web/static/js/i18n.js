@@ -175,6 +175,7 @@ function walk(root) {
 
 function apply() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.dispatchEvent(new CustomEvent("omnikube:lang", { detail: lang }));
   const title = shownFor(originals.get(document), document.title);
   originals.set(document, title);
   document.title = title.shown;

@@ -15,6 +15,7 @@ import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
 import { QueuePanel } from "./queue-view.js";
 import { ShareButton } from "./share.js";
 import { devicePicker } from "./devices.js";
+import { faqPanel } from "./faq.js";
 import { conversationForExport, exportFileName } from "./export.js";
 import { VoicePicker } from "./voice.js";
 
@@ -55,6 +56,7 @@ window.omnikube = { state, player, queue, voice, ttsVoice };
 
 frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
+faqPanel("turnbased");
 const settings = rememberSettings("turnbased");
 const devices = devicePicker($("#devices"), player);
 $("#reset-settings").addEventListener("click", () => settings.reset());
