@@ -532,6 +532,20 @@ def test_an_omni_session_replays_as_a_video_in_the_session_viewer(service, brows
     screenshot(browser, "session-viewer-omni-video")
 
 
+def test_the_viewers_timeline_shows_each_chunks_frame_and_seeks_the_replay_to_it(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
+    session_id = browser.execute_script("return omnikube.session.recordingId")
+    stop_duplex(browser)
+    wait_until(lambda: service.get(f"/api/sessions/{session_id}/recording").status_code == 200, 60,
+               "the worker to finalise the recording")
+    chunks = service.get(f"/api/sessions/{session_id}/recording").json()["chunks"]
+    open_page(browser, service, f"s/{session_id}")
+    wait_js(browser, "[...document.querySelectorAll('#content img.thumb')].some(i => i.complete && i.naturalWidth > 0)", 20)
+    third = chunks[2]
+    browser.find_elements(By.CSS_SELECTOR, "#content button.seek")[2].click()
+    wait_js(browser, f"Math.abs(document.querySelector('#replay').currentTime - {third['replay_offset_s']}) < 0.5", 10)
+
+
 def test_a_half_duplex_call_answers_after_the_user_pauses_and_reopens_the_microphone(service, browser_factory, speech_wav):
     browser = browser_factory(fake_audio=speech_wav)
     open_page(browser, service, "half_duplex")

@@ -54,6 +54,8 @@ def test_a_duplex_session_leaves_meta_recording_media_and_a_merged_replay(record
     assert wav_info(folder / "user_audio/000.wav") == (16000, 1, 16000)
     assert wav_info(folder / speak["result"]["ai_audio"]) == (24000, 1, 24000)
     assert record["merged_replay"] == "merged_replay.wav" and wav_info(folder / "merged_replay.wav") == (16000, 2, 48000)
+    # Each chunk's start on the replay, for the viewer to seek to (1 s chunks, 1 s answers here).
+    assert [c["replay_offset_s"] for c in record["chunks"]] == [0.0, 1.0, 2.0]
     assert "wall_clock_ms" in speak["result"]["timing"] and "all_ms" in speak["result"]["timing"]
 
 

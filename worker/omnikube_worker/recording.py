@@ -196,6 +196,12 @@ class Recorder:
         if self.kind == "chunks" and self.timeline:
             self._write_bytes("merged_replay.wav", lambda: merged_replay(self.timeline))
             record["merged_replay"] = "merged_replay.wav"
+            # Where each chunk starts on the replay (a chunk is as long as its longer side), so a
+            # viewer can seek to it.
+            offset = 0.0
+            for entry, seconds in zip(self.entries, slot_seconds(self.timeline)):
+                entry["replay_offset_s"] = round(offset, 3)
+                offset += seconds
         self._write_json("recording.json", record)
         return record
 

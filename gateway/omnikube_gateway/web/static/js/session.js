@@ -44,14 +44,25 @@ async function frontendRecording() {
 
 function renderDuplex(rec) {
   const parts = [el("h2", {}, "Replay")];
-  if (rec.merged_replay_video) parts.push(el("video", { controls: true, src: assetUrl(rec.merged_replay_video), class: "camera" }));
-  else if (rec.merged_replay) parts.push(el("div", { class: "muted" }, "Stereo: L = user, R = AI"), audio(rec.merged_replay));
-  else parts.push(el("p", { class: "muted" }, "Replay not available"));
+  let replay = null;
+  if (rec.merged_replay_video) replay = el("video", { id: "replay", controls: true, src: assetUrl(rec.merged_replay_video), class: "camera" });
+  else if (rec.merged_replay) {
+    replay = el("audio", { id: "replay", controls: true, preload: "metadata", src: assetUrl(rec.merged_replay) });
+    parts.push(el("div", { class: "muted" }, "Stereo: L = user, R = AI"));
+  }
+  parts.push(replay ?? el("p", { class: "muted" }, "Replay not available"));
   parts.push(el("h2", {}, "Timeline"));
+  const seek = (c) => {
+    replay.currentTime = c.replay_offset_s;
+    replay.play().catch(() => {});
+  };
   const rows = (rec.chunks ?? []).map((c) =>
     el("tr", {},
-      el("td", {}, String(c.index)),
-      el("td", {}, c.user_audio ? audio(c.user_audio) : "—"),
+      el("td", {}, replay && c.replay_offset_s != null
+        ? el("button", { type: "button", class: "seek", title: "Play the replay from this chunk", onclick: () => seek(c) }, `▶ ${c.index}`)
+        : String(c.index)),
+      el("td", {}, c.user_frame ? el("img", { class: "thumb", src: assetUrl(c.user_frame), alt: `frame ${c.index}`, loading: "lazy" }) : "",
+        c.user_audio ? audio(c.user_audio) : "—"),
       el("td", {}, el("span", { class: `badge ${c.result?.mode === "SPEAK" ? "busy" : ""}` }, c.result?.mode ?? "?"),
         " ", c.result?.text ?? "", c.result?.end_of_turn ? " ⏎" : ""),
       el("td", {}, c.result?.ai_audio ? audio(c.result.ai_audio) : "")));
