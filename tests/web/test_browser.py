@@ -504,6 +504,23 @@ def metric(driver, name: str) -> dict:
         "return m && {value: m.querySelector('b').textContent, level: m.dataset.level ?? null}", name)
 
 
+def test_the_omni_page_shows_the_models_words_over_the_picture_and_flips_the_camera(service, browser_factory, speech_wav):
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
+    wait_js(browser, "document.querySelector('#subtitles').textContent.includes('[simulated]')", 20)
+    browser.find_element(By.ID, "flip").click()
+    wait_js(browser, "document.querySelector('#camera').srcObject?.getVideoTracks()[0]?.getConstraints().facingMode"
+                     " === 'environment'", 10)
+    wait_js(browser, "omnikube.session.last.vision_slices >= 1", 10)  # frames still reach the model
+    stop_duplex(browser)
+
+
+def test_leaving_the_omni_page_turns_the_camera_off_even_if_the_page_is_kept_for_back(service, browser):
+    open_page(browser, service, "omni")
+    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
+    browser.execute_script("window.dispatchEvent(new PageTransitionEvent('pagehide', {persisted: true}))")
+    assert browser.execute_script("return document.querySelector('#camera').srcObject.getVideoTracks()[0].readyState") == "ended"
+
+
 def test_the_omni_metrics_grid_shows_latency_ttfs_drift_and_vision_once_the_model_spoke(service, browser_factory, speech_wav):
     browser = omni_session_with_frames(browser_factory, service, speech_wav)
     wait_js(browser, "omnikube.session.timing.ttfsMs != null", 30, "(a listening result, then a speaking one)")

@@ -207,15 +207,36 @@ requestAnimationFrame(drawWave);
 
 // ---------------------------------------------------------------- camera (omni)
 
+let facing = "user";
+
 async function openCamera() {
   if (!OMNI || camera) return;
   try {
     const chosen = devices.deviceId("videoinput");
-    camera = await navigator.mediaDevices.getUserMedia({ video: chosen ? { deviceId: { exact: chosen } } : { facingMode: "user" } });
+    camera = await navigator.mediaDevices.getUserMedia({ video: chosen ? { deviceId: { exact: chosen } } : { facingMode: facing } });
     $("#camera").srcObject = camera;
   } catch (error) {
     logLine(log, `Error: camera unavailable (${error.message}); HTTPS is needed for camera access.`, "error");
   }
+}
+
+/** The other camera of a phone or tablet: front <-> back (a chosen camera gives way to it). */
+async function flipCamera() {
+  facing = facing === "user" ? "environment" : "user";
+  const chosen = $("#device-videoinput");
+  if (chosen) chosen.value = "";
+  devices.choose("videoinput", "");
+  camera?.getTracks().forEach((track) => track.stop());
+  camera = null;
+  await openCamera();
+}
+
+/** The model's words over the picture, while it speaks and a moment after. */
+function subtitle(text) {
+  clearTimeout(subtitle.timer);
+  $("#subtitles").textContent = $("#opt-subtitles").checked ? text : "";
+  if (!text) return;
+  if (!session.speaking) subtitle.timer = setTimeout(() => ($("#subtitles").textContent = ""), 2500);
 }
 
 /** One still frame, scaled to the chosen width (bandwidth), as JPEG base64. */
@@ -439,6 +460,7 @@ function onResult(r) {
     if (r.text) {
       if (!session.aiLine) session.aiLine = logLine(log, "AI: ", "ai");
       session.aiLine.textContent += r.text;
+      if (OMNI) subtitle(session.aiLine.textContent.replace(/^AI: /, ""));
     }
     if (r.end_of_turn) endAiTurn();
   } else {
@@ -454,6 +476,7 @@ function onResult(r) {
 
 function endAiTurn() {
   session.speaking = false;
+  if (OMNI && session.aiLine) subtitle(session.aiLine.textContent.replace(/^AI: /, "")); // fades out
   session.aiLine = null;
   player.endTurn();
   logLine(log, "— end of turn —");
@@ -508,6 +531,8 @@ function teardown() {
   setState("stopped");
 }
 
+$("#flip").addEventListener("click", () => flipCamera());
+$("#fullscreen").addEventListener("click", () => $("#stage").requestFullscreen?.().catch(() => {}));
 $("#opt-source").addEventListener("change", () => ($("#source-file").hidden = $("#opt-source").value !== "file"));
 $("#start").addEventListener("click", start);
 $("#stop").addEventListener("click", stop);
@@ -518,6 +543,13 @@ $("#opt-force-listen").addEventListener("change", () => {
 window.addEventListener("pagehide", () => {
   send({ type: "stop" });
   session.ws?.close(1000);
+  // A page kept in the back-forward cache must not keep the microphone or the camera (its light) on.
+  session.capture?.stop({ flush: false });
+  camera?.getTracks().forEach((track) => track.stop());
+  camera = null;
+});
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted) openCamera(); // back from that cache
 });
 
 setState("stopped");
