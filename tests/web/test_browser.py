@@ -509,8 +509,12 @@ def test_the_omni_page_shows_the_models_words_over_the_picture_and_flips_the_cam
     wait_js(browser, "document.querySelector('#subtitles').textContent.includes('[simulated]')", 20)
     browser.find_element(By.ID, "flip").click()
     wait_js(browser, "document.querySelector('#camera').srcObject?.getVideoTracks()[0]?.getConstraints().facingMode"
-                     " === 'environment'", 10)
-    wait_js(browser, "omnikube.session.last.vision_slices >= 1", 10)  # frames still reach the model
+                     " === 'environment' && document.querySelector('#camera').readyState >= 2", 10)
+    # One result per chunk, in order: a result past the chunks sent so far answers a chunk sent from
+    # the new camera, and it saw a frame.
+    sent_at_flip = browser.execute_script("return omnikube.session.chunksSent")
+    wait_js(browser, f"omnikube.session.results > {sent_at_flip}", 10)
+    assert browser.execute_script("return omnikube.session.last.vision_slices") >= 1
     stop_duplex(browser)
 
 

@@ -105,6 +105,13 @@ export function el(tag, attrs = {}, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+/** Save `blob` as a file named `name`: a link to it, clicked, and its URL freed a minute later. */
+export function downloadBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  el("a", { href: url, download: name }).click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 /** The header's 中文 / EN switch; the whole page follows at once (i18n.js). */
 function languageSwitch(nav) {
   const label = () => (currentLang() === "zh" ? "EN" : "中文");

@@ -2,6 +2,7 @@
 // the microphone heard, right what the model said, placed when it was scheduled to play.
 // `StereoRecorder` is pure; `callRecording` binds one to a page's checkbox, button and player.
 
+import { downloadBlob } from "./common.js";
 import { INPUT_RATE, OUTPUT_RATE, encodeWavChannels, resampleLinear } from "./pcm.js";
 
 export class StereoRecorder {
@@ -58,13 +59,7 @@ export function callRecording({ checkbox, button, player, fileName }) {
   let current = null;
   let finished = null;
   button.addEventListener("click", () => {
-    if (!finished) return;
-    const url = URL.createObjectURL(new Blob([finished.toWav()], { type: "audio/wav" }));
-    const link = document.createElement("a");
-    link.href = url;
-    link.download = fileName();
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    if (finished) downloadBlob(new Blob([finished.toWav()], { type: "audio/wav" }), fileName());
   });
   return {
     start() {

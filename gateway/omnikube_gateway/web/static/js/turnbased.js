@@ -8,7 +8,7 @@
  * (queue.js findOwnTicket), and failing that shows an estimate from /status. Stop and "Leave queue"
  * close the socket, which makes the gateway free the place or the worker.
  */
-import { $, api, buildNav, closeReason, el, frontendDefaults, rememberSession, rememberSettings, statusPill, wsUrl } from "./common.js";
+import { $, api, buildNav, closeReason, downloadBlob, el, frontendDefaults, rememberSession, rememberSettings, statusPill, wsUrl } from "./common.js";
 import { MicCapture, StreamPlayer, decodeToMono16k } from "./audio.js";
 import { INPUT_RATE, OUTPUT_RATE, base64ToFloat32, bytesToBase64, encodeWav, float32ToBase64 } from "./pcm.js";
 import { estimateWaitFromStatus, findOwnTicket } from "./queue.js";
@@ -521,9 +521,7 @@ $("#export").addEventListener("click", async () => {
     const system = systemMessage($("#opt-voice").checked);
     const conversation = conversationForExport(system ? [system, ...state.history] : state.history, state.spoken);
     const bytes = (await messagePack()).encode(conversation);
-    const url = URL.createObjectURL(new Blob([bytes], { type: "application/x-msgpack" }));
-    el("a", { href: url, download: exportFileName() }).click();
-    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+    downloadBlob(new Blob([bytes], { type: "application/x-msgpack" }), exportFileName());
   } catch (error) {
     showError(`Export failed: ${error.message}`);
   }
