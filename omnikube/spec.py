@@ -203,7 +203,7 @@ class GatewaySpec(_Scheduling):
 class StorageSpec(_ApiModel):
     """The data directory (recordings, reference voices): a PersistentVolumeClaim shared by gateway and workers."""
 
-    enabled: bool = Field(True, description="Create a data PVC; false uses an emptyDir (data is lost with the pod).")
+    enabled: bool = Field(True, description="Create a data PVC shared by gateway and workers; false gives each pod its own emptyDir: the gateway then lists no worker's recordings, and data is lost with its pod.")
     size: str = Field("20Gi", min_length=1, description="Requested size of the data PVC.")
     storage_class_name: str | None = Field(None, description="StorageClass of the data PVC; empty uses the cluster default.")
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany"] = Field(
