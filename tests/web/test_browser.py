@@ -518,6 +518,87 @@ def test_the_omni_page_shows_the_models_words_over_the_picture_and_flips_the_cam
     stop_duplex(browser)
 
 
+def media_streams(data: bytes) -> dict[str, dict]:
+    """What PyAV finds in a recording: per stream type, its codec, channels and length in seconds
+    (from the packets: a browser's WebM has no duration in its header)."""
+    import av
+
+    found: dict[str, dict] = {}
+    with av.open(io.BytesIO(data)) as container:
+        for stream in container.streams:
+            found[stream.type] = {"codec": stream.codec_context.name, "end_s": 0.0,
+                                  "channels": getattr(stream.codec_context, "channels", None)}
+        for packet in container.demux():
+            if packet.pts is not None:
+                end = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                entry = found[packet.stream.type]
+                entry["end_s"] = max(entry["end_s"], end)
+    return found
+
+
+def recorded_omni_call(browser_factory, service, speech_wav) -> tuple[object, float]:
+    """A browser after an omni call whose model spoke (its subtitles shown) and was stopped; the call's length in s."""
+    browser = omni_session_with_frames(browser_factory, service, speech_wav)
+    assert browser.find_element(By.ID, "opt-rec").is_selected()
+    wait_js(browser, "document.querySelector('#subtitles').textContent.includes('[simulated]')", 20)
+    seconds = browser.execute_script("return (Date.now() - omnikube.session.startedAt) / 1000")
+    stop_duplex(browser)
+    wait_js(browser, "!document.querySelector('#download-rec').hidden", 10, "(the recording is ready)")
+    return browser, seconds
+
+
+def test_an_omni_call_recorded_in_the_browser_downloads_as_a_video_with_both_voices_of_the_calls_length(
+        service, browser_factory, speech_wav):
+    browser, seconds = recorded_omni_call(browser_factory, service, speech_wav)
+    name, data = download(browser, "download-rec")
+    assert re.fullmatch(r"session_\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.webm", name)  # Auto: WebM
+    streams = media_streams(data)
+    assert streams["video"]["codec"] in ("vp8", "vp9", "libvpx", "libvpx-vp9"), streams
+    assert streams["audio"]["codec"] in ("opus", "libopus") and streams["audio"]["channels"] == 2, streams
+    for kind in ("video", "audio"):
+        assert abs(streams[kind]["end_s"] - seconds) < 1.0, (kind, streams[kind], seconds)
+
+
+def test_an_omni_call_recorded_in_the_mp4_format_chosen_in_the_rec_panel_downloads_as_an_mp4(
+        service, browser_factory, speech_wav):
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "omni")
+    wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")
+    browser.find_element(By.CSS_SELECTOR, "#rec-panel summary").click()
+    formats = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#opt-rec-format option')].map(o => [o.value, !o.disabled]))")
+    assert formats["video/mp4;codecs=avc1,opus"] is True, formats  # what this Chromium's MediaRecorder can write
+    Select(browser.find_element(By.ID, "opt-rec-format")).select_by_value("video/mp4;codecs=avc1,opus")
+    start_duplex(browser)
+    wait_js(browser, "omnikube.session.state === 'active'", 20)
+    wait_js(browser, "omnikube.session.chunksSent >= 3", 15)
+    stop_duplex(browser)
+    wait_js(browser, "!document.querySelector('#download-rec').hidden", 10, "(the recording is ready)")
+    name, data = download(browser, "download-rec")
+    assert name.endswith(".mp4")
+    streams = media_streams(data)
+    assert streams["video"]["codec"] in ("h264", "libopenh264") and streams["audio"]["codec"] in ("opus", "libopus"), streams
+
+
+def test_an_omni_call_recorded_in_the_browser_and_shared_plays_as_a_video_in_the_session_viewer(
+        service, browser_factory, speech_wav):
+    browser, seconds = recorded_omni_call(browser_factory, service, speech_wav)
+    session_id = browser.execute_script("return omnikube.session.recordingId")
+    browser.find_element(By.CSS_SELECTOR, "#share button.share").click()
+    assert browser.find_element(By.ID, "share-upload").is_selected()
+    browser.find_element(By.CSS_SELECTOR, "#share dialog button.primary").click()
+    wait_js(browser, "document.querySelector('#share dialog [role=status]').innerText.includes('/s/')", 20)
+    uploaded = service.get(f"/api/sessions/{session_id}/assets/frontend_replay.webm")
+    assert uploaded.status_code == 200 and uploaded.headers["content-type"].startswith("video/webm")
+    assert set(media_streams(uploaded.content)) >= {"video", "audio"}
+    browser.get(f"{service.url}/s/{session_id}")
+    # The viewer's player has loaded it through the gateway and found its length (a WebM without one in its header).
+    wait_js(browser, "Number.isFinite(document.querySelector('#frontend-replay')?.duration)", 20)
+    duration = browser.execute_script("return document.querySelector('#frontend-replay').duration")
+    assert abs(duration - seconds) < 1.0, (duration, seconds)
+    assert browser.execute_script("return document.querySelector('#frontend-replay').videoWidth") > 0
+
+
 def test_leaving_the_omni_page_turns_the_camera_off_even_if_the_page_is_kept_for_back(service, browser):
     open_page(browser, service, "omni")
     wait_js(browser, "document.querySelector('#camera').videoWidth > 0", 15, "(camera preview)")

@@ -122,6 +122,7 @@ export class StreamPlayer {
     this.playedChunks = 0; // chunks whose playback finished
     this.sinkId = ""; // the speaker ("" = the system default)
     this.tap = null; // (samples, startCtxTime) => void, for each chunk scheduled
+    this.output = null; // every chunk plays through this node to the speaker (a recording taps it)
   }
 
   /** Play on this output device from now on (AudioContext.setSinkId); "" is the system default. */
@@ -133,6 +134,8 @@ export class StreamPlayer {
   _context() {
     if (!this.ctx) {
       this.ctx = new AudioContext({ sampleRate: OUTPUT_RATE });
+      this.output = this.ctx.createGain();
+      this.output.connect(this.ctx.destination);
       if (this.sinkId && this.ctx.setSinkId) this.ctx.setSinkId(this.sinkId).catch(() => {});
     }
     return this.ctx;
@@ -157,7 +160,7 @@ export class StreamPlayer {
     buffer.copyToChannel(samples, 0);
     const source = this.ctx.createBufferSource();
     source.buffer = buffer;
-    source.connect(this.ctx.destination);
+    source.connect(this.output);
     const start = this.schedule.place(buffer.duration, this.ctx.currentTime);
     this.tap?.(samples, start); // a recording of the call hears what plays, and when
     source.onended = () => {
@@ -197,7 +200,7 @@ export class StreamPlayer {
   async close() {
     this.flush();
     await this.ctx?.close().catch(() => {});
-    this.ctx = null;
+    this.ctx = this.output = null;
   }
 }
 

@@ -19,6 +19,7 @@ import { devicePicker } from "./devices.js";
 import { faqPanel } from "./faq.js";
 import { localStamp } from "./export.js";
 import { callRecording } from "./recorder.js";
+import { videoCallRecording } from "./video-recorder.js";
 import { VoicePicker } from "./voice.js";
 
 const OMNI = /\/omni\/?$/.test(location.pathname);
@@ -78,10 +79,16 @@ if (!OMNI) {
 }
 
 $("#opt-delay").addEventListener("change", () => (player.delayMs = $("#opt-delay").value));
+if (OMNI) $("#opt-rec").parentElement.title = "Record this call in the browser: a video of the picture with the subtitles, left your microphone, right the model";
+// The omni page records the call as a video (its format panel is filled before settings are restored).
+const callRec = OMNI
+  ? videoCallRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player, video: $("#camera"),
+    fileName: (ext) => `session_${localStamp()}.${ext}`, drawPicture, subtitles: () => $("#subtitles").textContent,
+    format: $("#opt-rec-format"), bitrate: $("#opt-rec-bitrate"), burnIn: $("#opt-rec-subtitles") })
+  : callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,
+    fileName: () => `session_${localStamp()}.wav` });
 // Remembered per mode: the two pages start from different defaults.
 const settings = rememberSettings(MODE);
-const callRec = callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,
-  fileName: () => `session_${localStamp()}.wav` });
 share.setRecording(() => callRec.blob());
 const devices = devicePicker($("#devices"), player, OMNI ? ["audioinput", "audiooutput", "videoinput"] : undefined);
 $("#reset-settings").addEventListener("click", () => settings.reset());
@@ -248,7 +255,12 @@ function grabFrame() {
   const canvas = grabFrame.canvas ?? (grabFrame.canvas = document.createElement("canvas"));
   canvas.width = width;
   canvas.height = height;
-  const g = canvas.getContext("2d");
+  drawPicture(canvas.getContext("2d"), video, width, height);
+  return canvas.toDataURL("image/jpeg", 0.7).split(",", 2)[1];
+}
+
+/** The picture as the model sees it (mirrored when Mirror is on), also what the recording shows. */
+function drawPicture(g, video, width, height) {
   g.save();
   if ($("#opt-mirror").checked) {
     g.translate(width, 0);
@@ -256,7 +268,6 @@ function grabFrame() {
   }
   g.drawImage(video, 0, 0, width, height);
   g.restore();
-  return canvas.toDataURL("image/jpeg", 0.7).split(",", 2)[1];
 }
 
 // ---------------------------------------------------------------- session
@@ -376,11 +387,13 @@ function onFrame(frame) {
       onResult(frame);
       break;
     case "paused":
+      callRec.pause?.();
       setState("paused");
       logLine(log, "Paused");
       break;
     case "resumed":
       if (session.capture) session.capture.paused = false;
+      callRec.resume?.();
       setState("active");
       logLine(log, "Resumed");
       break;
@@ -430,7 +443,7 @@ async function onPrepared(frame) {
     return;
   }
   session.startedAt = Date.now();
-  callRec.start();
+  callRec.start(input ? { samples: input.samples } : { stream: session.capture.stream });
   setState("active");
   logLine(log, "Session active — speak now");
 }

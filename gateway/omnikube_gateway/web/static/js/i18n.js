@@ -55,7 +55,11 @@ const ZH = {
   "What the model hears: your microphone, or an audio (or, on the omni page, video) file played as a microphone would":
     "模型听到的内容：你的麦克风，或像麦克风一样播放的音频文件（全模态页面也可以是视频文件）",
   "A new microphone or camera is used from the next start": "新选的麦克风或摄像头从下次开始时生效",
-  Rec: "录制", "Download Rec": "下载录音",
+  Rec: "录制", "Download Rec": "下载录音", "⚙ Rec format": "⚙ 录制格式", Format: "格式", Bitrate: "码率",
+  "How the omni page records the call": "全模态页面如何录制通话", Auto: "自动", "Audio only (WebM Opus)": "仅音频（WebM Opus）",
+  "Subtitles in the recording": "录制中带字幕", "Draw the model's words into the recorded picture": "把模型说的话画进录制的画面",
+  "Record this call in the browser: a video of the picture with the subtitles, left your microphone, right the model":
+    "在浏览器里录制这次通话：带字幕的画面视频，左声道是你的麦克风，右声道是模型",
   "Record this call in the browser: a stereo WAV, left your microphone, right the model": "在浏览器里录制这次通话：立体声 WAV，左声道是你的麦克风，右声道是模型",
   // voices
   "System prompt voice (reference audio)": "系统提示词音色（参考音频）", "LLM voice (the system prompt's reference audio)": "LLM 音色（系统提示词的参考音频）",

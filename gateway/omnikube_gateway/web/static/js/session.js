@@ -29,12 +29,24 @@ function renderInfo(meta, comment) {
   if (comment) $("#info").append(el("p", {}, `Comment: ${comment}`));
 }
 
+/** A browser's MediaRecorder writes WebM without its length: seeking past the end once makes the
+ * element find it (the bar then shows the real duration), then it goes back to the start. */
+function knowDuration(media) {
+  media.addEventListener("loadedmetadata", () => {
+    if (media.duration !== Infinity) return;
+    media.addEventListener("durationchange", () => (media.currentTime = 0), { once: true });
+    media.currentTime = 1e101;
+  }, { once: true });
+}
+
 /** The browser's own recording, uploaded with Share: the first of these that exists. */
 async function frontendRecording() {
   for (const name of ["frontend_replay.webm", "frontend_replay.mp4", "frontend_replay.wav"]) {
     const response = await fetch(assetUrl(name), { method: "HEAD" }).catch(() => null);
     if (response?.ok) {
-      const media = name.endsWith(".wav") ? audio(name) : el("video", { controls: true, src: assetUrl(name), class: "camera" });
+      const media = name.endsWith(".wav") ? audio(name)
+        : el("video", { id: "frontend-replay", controls: true, preload: "metadata", src: assetUrl(name), class: "camera" });
+      if (name.endsWith(".webm")) knowDuration(media);
       return [el("h2", {}, "Frontend recording (uploaded by the user)"),
         el("div", { class: "muted" }, "Recorded in the browser: L = user, R = AI"), media];
     }

@@ -4,6 +4,7 @@
  * The button stays disabled until the server has named the recording.
  */
 import { api, el, httpUrl, rememberSession } from "./common.js";
+import { recordingExtension } from "./video-recorder.js";
 
 const MAX_COMMENT = 2000;
 
@@ -61,7 +62,9 @@ export class ShareButton {
     const recording = this.upload.checked ? this.recording() : null;
     if (recording) {
       const form = new FormData();
-      form.append("file", recording, "recording.wav");
+      // The part's type says what it is (the gateway stores frontend_replay.<its extension>).
+      const ext = recording.type.startsWith("audio/wav") ? "wav" : recordingExtension(recording.type);
+      form.append("file", recording, `recording.${ext}`);
       try {
         await api(`api/sessions/${encodeURIComponent(this.sessionId)}/upload-recording`, { method: "POST", body: form });
       } catch (error) {
