@@ -690,6 +690,83 @@ def test_the_half_duplex_temperature_the_user_sets_goes_into_the_prepare(service
     wait_js(browser, "omnikube.session.state === 'stopped'", 10)
 
 
+def build_system_content(driver, audio: Path) -> None:
+    """In the page's system content editor: text A, an audio file, text B; then B moved above the
+    audio, and a stray empty text added and deleted. The list ends: A, B, the audio."""
+    editor = "#system-content"
+    driver.find_element(By.CSS_SELECTOR, f"{editor} .add-text").click()
+    driver.find_element(By.CSS_SELECTOR, f"{editor} li:last-child textarea").send_keys("Item A.")
+    driver.find_element(By.CSS_SELECTOR, f"{editor} input[type=file]").send_keys(str(audio))
+    wait_js(driver, f"document.querySelectorAll('{editor} li[data-type=audio]').length === 1", 10)
+    driver.find_element(By.CSS_SELECTOR, f"{editor} .add-text").click()
+    driver.find_element(By.CSS_SELECTOR, f"{editor} li:last-child textarea").send_keys("Item B.")
+    driver.find_element(By.CSS_SELECTOR, f"{editor} li:last-child .up").click()
+    driver.find_element(By.CSS_SELECTOR, f"{editor} .add-text").click()
+    driver.find_element(By.CSS_SELECTOR, f"{editor} li:last-child .delete").click()
+    types = driver.execute_script(f"return [...document.querySelectorAll('{editor} li')].map(li => li.dataset.type)")
+    assert types == ["text", "text", "audio"]
+
+
+def assert_system_items(items: list[dict], prompt: str) -> None:
+    """The prompt, then the editor's A, B and the 1.5 s audio item (16 kHz float32), in that order."""
+    assert [i["type"] for i in items] == ["text", "text", "text", "audio"], [i["type"] for i in items]
+    assert [i.get("text") for i in items[:3]] == [prompt, "Item A.", "Item B."]
+    assert abs(len(base64.b64decode(items[3]["data"])) // 4 - 24_000) <= 16
+
+
+def test_the_chat_sends_the_system_content_editors_text_and_audio_items_in_order(service, browser, tmp_path):
+    clip = write_wav(tmp_path / "context.wav", tone(1.5, 44_100), 44_100)
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube && document.querySelector('#voice select').options.length > 0")
+    build_system_content(browser, clip)
+    browser.execute_script(SPY_ON_SOCKETS)
+    ask(browser, "Hello there.")
+    request = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).messages)"))
+    system = request["messages"][0]
+    assert system["role"] == "system"
+    assert_system_items(system["content"], "You are a helpful assistant. Answer briefly and clearly.")
+    # The worker took the list: its recording of the session has the texts of the system message, in order.
+    session_id = browser.find_element(By.CSS_SELECTOR, ".msg.assistant .meta a").get_attribute("href").rsplit("/", 1)[-1]
+    meta = service.get(f"/api/sessions/{session_id}").json()
+    assert meta["config"]["system_prompt"] == "You are a helpful assistant. Answer briefly and clearly. Item A. Item B."
+
+
+def test_the_half_duplex_prepare_carries_the_system_content_editors_items_in_order(service, browser_factory, speech_wav, tmp_path):
+    clip = write_wav(tmp_path / "context.wav", tone(1.5, 16_000), 16_000)
+    browser = browser_factory(fake_audio=speech_wav)
+    open_page(browser, service, "half_duplex")
+    wait_js(browser, "window.omnikube && omnikube.session.state === 'stopped'")
+    build_system_content(browser, clip)
+    browser.execute_script(SPY_ON_SOCKETS)
+    browser.find_element(By.ID, "start").click()
+    wait_js(browser, "omnikube.session.state === 'listening'", 20)
+    prepare = json.loads(browser.execute_script("return window.sentFrames.find(f => JSON.parse(f).type === 'prepare')"))
+    # The simulated worker has no default voice, so the list is the prompt and the editor's items.
+    assert_system_items(prepare["system_content"], "You are a helpful voice assistant. Keep answers short.")
+    browser.find_element(By.ID, "stop").click()
+    wait_js(browser, "omnikube.session.state === 'stopped'", 10)
+
+
+def test_the_system_content_editor_leaves_the_remembered_prompt_alone_and_reset_empties_it(service, browser, tmp_path):
+    clip = write_wav(tmp_path / "context.wav", tone(1.5, 16_000), 16_000)
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube")
+    prompt = browser.find_element(By.ID, "system-prompt")
+    prompt.clear()
+    prompt.send_keys("You are a pirate.")
+    build_system_content(browser, clip)
+    open_page(browser, service, "turnbased")
+    wait_js(browser, "window.omnikube")
+    # The prompt is remembered; the editor's items are not (its text boxes carry no data-remember).
+    assert browser.find_element(By.ID, "system-prompt").get_attribute("value") == "You are a pirate."
+    assert browser.execute_script("return omnikube.systemEditor.items()") == []
+    build_system_content(browser, clip)
+    browser.find_element(By.ID, "reset-settings").click()
+    assert browser.execute_script("return omnikube.systemEditor.items()") == []
+    assert browser.find_elements(By.CSS_SELECTOR, "#system-content li") == []
+    assert browser.find_element(By.ID, "system-prompt").get_attribute("value").startswith("You are a helpful assistant.")
+
+
 @pytest.mark.parametrize("page, length_penalty, max_kv", [("audio_duplex", "1.05", "131072"), ("omni", "1.1", "8192")])
 def test_each_duplex_page_starts_from_the_demos_defaults_for_its_mode(service, browser, page, length_penalty, max_kv):
     open_page(browser, service, page)

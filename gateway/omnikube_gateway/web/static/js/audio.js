@@ -223,6 +223,14 @@ export async function decodeToMono16k(arrayBuffer) {
   return downmix(rendered);
 }
 
+/** An uploaded clip as 16 kHz mono float32 and its length, refused past `maxSeconds` ("Audio too long: …"). */
+export async function decodeClip(file, maxSeconds) {
+  const samples = await decodeToMono16k(await file.arrayBuffer());
+  const seconds = samples.length / INPUT_RATE;
+  if (seconds > maxSeconds) throw new Error(`Audio too long: ${seconds.toFixed(1)}s (max ${maxSeconds}s)`);
+  return { samples, seconds };
+}
+
 /**
  * A short synthesised chime (oscillators, no audio files) on the player's context:
  * "turn" when a queued user is served, "near" when the user reaches the head of the queue.

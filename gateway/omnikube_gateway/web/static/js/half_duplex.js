@@ -16,6 +16,7 @@ import { faqPanel } from "./faq.js";
 import { localStamp } from "./export.js";
 import { callRecording } from "./recorder.js";
 import { VoicePicker } from "./voice.js";
+import { SystemContentEditor, systemContent } from "./system-content.js";
 
 const CHUNK_SAMPLES = 8000; // 0.5 s at 16 kHz
 const REOPEN_AFTER_MS = 800;
@@ -23,6 +24,7 @@ const REOPEN_AFTER_MS = 800;
 const log = $("#log");
 const player = new StreamPlayer({ delayMs: 50 });
 const voice = new VoicePicker($("#voice"), { mode: "half_duplex_audio" });
+const systemEditor = new SystemContentEditor($("#system-content"));
 const share = new ShareButton($("#share"), "half_duplex_audio");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stop(), player });
 statusPill(15000);
@@ -33,7 +35,10 @@ const devices = devicePicker($("#devices"), player);
 const callRec = callRecording({ checkbox: $("#opt-rec"), button: $("#download-rec"), player,
   fileName: () => `half-duplex-${localStamp(new Date(), "")}.wav` });
 share.setRecording(() => callRec.blob());
-$("#reset-settings").addEventListener("click", () => settings.reset());
+$("#reset-settings").addEventListener("click", () => {
+  settings.reset();
+  systemEditor.clear();
+});
 
 const session = {
   state: "stopped", // connecting | queued | preparing | listening | generating | stopping | stopped
@@ -47,7 +52,7 @@ const session = {
   deadline: null,
   reopenTimer: null,
 };
-window.omnikube = { session, player, queue, voice };
+window.omnikube = { session, player, queue, voice, systemEditor };
 
 function setState(next, label) {
   session.state = next;
@@ -73,13 +78,10 @@ function send(message) {
 }
 
 function prepareMessage() {
-  const content = [];
-  const text = $("#system-prompt").value.trim();
-  if (text) content.push({ type: "text", text });
-  if (voice.value) content.push({ type: "audio", data: voice.value });
   return {
     type: "prepare",
-    system_content: content,
+    // The worker speaks with the first audio item's voice: the chosen voice comes before the editor's.
+    system_content: systemContent($("#system-prompt").value.trim(), voice.value, systemEditor.items()),
     config: {
       vad: { threshold: Number($("#opt-threshold").value), min_speech_duration_ms: 128,
         min_silence_duration_ms: Number($("#opt-silence").value), speech_pad_ms: 30 },

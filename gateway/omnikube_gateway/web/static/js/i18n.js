@@ -67,6 +67,10 @@ const ZH = {
   "Same as the LLM voice": "与 LLM 音色相同", "Same as the system prompt's voice": "与系统提示词音色相同",
   "Server default voice": "服务器默认音色", "Upload voice…": "上传音色…", "Loading preset voice…": "正在加载预设音色…",
   "This preset has no voice; the worker default is used.": "此预设没有音色，将使用工作进程的默认音色。",
+  // system content editor
+  "More system content (sent in this order, after the prompt and its voice)": "更多系统内容（按此顺序发送，在提示词及其音色之后）",
+  "+ Text": "+ 文字", "+ Audio…": "+ 音频…", "System content text": "系统内容文字", "System content audio": "系统内容音频",
+  "Move up": "上移", "Move down": "下移", Delete: "删除",
   // chat page
   "Attach file": "添加文件", "Attach files": "添加文件", "Attach an image, audio or video file": "添加图片、音频或视频文件",
   "Record audio": "录音", "Record audio (Space key)": "录音（空格键）", "Type or press Space to record…": "输入文字，或按空格键录音…",

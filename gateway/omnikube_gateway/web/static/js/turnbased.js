@@ -18,6 +18,7 @@ import { devicePicker } from "./devices.js";
 import { faqPanel } from "./faq.js";
 import { conversationForExport, exportFileName } from "./export.js";
 import { VoicePicker } from "./voice.js";
+import { SystemContentEditor, systemContent } from "./system-content.js";
 
 const MAX_IMAGE_BYTES = 20 * 1024 * 1024;
 // A whole conversation goes in every request (base64 adds a third): keep videos well under the 128 MiB limit.
@@ -44,6 +45,7 @@ const voice = new VoicePicker($("#voice"), {
   },
 });
 const ttsVoice = new VoicePicker($("#tts-voice"), { mode: "turnbased", label: "TTS voice (voice cloning)", sameAs: "the system prompt's voice" });
+const systemEditor = new SystemContentEditor($("#system-content"));
 const share = new ShareButton($("#share"), "chat");
 const queue = new QueuePanel($("#queue"), { onLeave: () => stopRequest(), player });
 const status = statusPill(3000, (s) => {
@@ -52,14 +54,17 @@ const status = statusPill(3000, (s) => {
 });
 
 // For the browser tests and for curious users: the live objects of this page.
-window.omnikube = { state, player, queue, voice, ttsVoice };
+window.omnikube = { state, player, queue, voice, ttsVoice, systemEditor };
 
 frontendDefaults().then((d) => (player.delayMs = d.playback_delay_ms));
 buildNav("turnbased");
 faqPanel("turnbased");
 const settings = rememberSettings("turnbased");
 const devices = devicePicker($("#devices"), player);
-$("#reset-settings").addEventListener("click", () => settings.reset());
+$("#reset-settings").addEventListener("click", () => {
+  settings.reset();
+  systemEditor.clear();
+});
 
 // ---------------------------------------------------------------- compose
 
@@ -226,15 +231,13 @@ function userBubble(text, attachments) {
   return bubble;
 }
 
+/** The system message: the prompt, its voice when the answer is spoken, then the editor's items;
+ * a plain string when it is only text, as the demo sends it. */
 function systemMessage(withVoice) {
   const text = $("#system-prompt").value.trim();
-  const ref = voice.value;
-  if (withVoice && ref) {
-    const content = [{ type: "audio", data: ref }];
-    if (text) content.unshift({ type: "text", text });
-    return { role: "system", content };
-  }
-  return text ? { role: "system", content: text } : null;
+  const content = systemContent(text, withVoice ? voice.value : null, systemEditor.items());
+  if (!content.length) return null;
+  return { role: "system", content: content.length === 1 && content[0].type === "text" ? text : content };
 }
 
 function hasVideo() {

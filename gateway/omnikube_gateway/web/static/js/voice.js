@@ -7,7 +7,7 @@
  * wire: base64 float32 16 kHz, or null to let the worker use its own default.
  */
 import { api, el } from "./common.js";
-import { decodeToMono16k } from "./audio.js";
+import { decodeClip } from "./audio.js";
 import { INPUT_RATE, base64ToFloat32, encodeWav, float32ToBase64 } from "./pcm.js";
 
 const MAX_REF_SECONDS = 20;
@@ -109,11 +109,7 @@ export class VoicePicker {
     if (!file) return;
     this.status.textContent = `Decoding ${file.name}…`;
     try {
-      const samples = await decodeToMono16k(await file.arrayBuffer());
-      const seconds = samples.length / INPUT_RATE;
-      if (seconds > MAX_REF_SECONDS) {
-        throw new Error(`Audio too long: ${seconds.toFixed(1)}s (max ${MAX_REF_SECONDS}s)`);
-      }
+      const { samples, seconds } = await decodeClip(file, MAX_REF_SECONDS);
       const key = `upload:${file.name}`;
       this.add(key, { name: `Uploaded: ${file.name} (${seconds.toFixed(1)}s)`, base64: float32ToBase64(samples) });
       await this.choose(key);
