@@ -1103,6 +1103,39 @@ def test_the_admin_page_plays_back_a_recent_session(service, browser, chat_recor
     screenshot(browser, "admin-playback")
 
 
+def test_the_admin_page_in_chinese_shows_chinese_labels_and_leaves_worker_names_and_session_ids_alone(
+        service, browser, chat_recording):
+    open_page(browser, service, "admin?lang=zh")
+    wait_js(browser, "document.querySelector('#workers tbody tr[data-worker]') !== null", 10)
+    headers = browser.execute_script("return [...document.querySelectorAll('#workers th')].map(th => th.textContent)")
+    assert headers == ["工作进程", "地址", "状态", "会话", "任务", "时长", "请求数"]
+    assert "预计等待时间设置" in [h.text for h in browser.find_elements(By.CSS_SELECTOR, "main h2")]
+    wait_js(browser, "document.querySelector(\"[data-tile='idle']\")?.firstChild.textContent === '空闲'", 10)
+    row = text_of(browser, "#workers tbody tr[data-worker]")
+    assert row.split()[:1] == ["worker_0"] and "idle" in row  # the worker's name and state, as it reports them
+    assert browser.find_element(By.ID, "refreshed").text.startswith("更新于 ")
+
+    browser.find_element(By.ID, "session-lookup").send_keys(chat_recording)
+    browser.find_element(By.ID, "session-open").click()
+    wait_js(browser, "document.querySelectorAll('#playback audio').length === 2", 10)
+    assert browser.find_element(By.CSS_SELECTOR, "#playback h2").text == f"录音 {chat_recording}"
+    assert "Please remember this." in browser.find_element(By.ID, "playback").text  # what the user said
+    screenshot(browser, "admin_zh")
+
+
+def test_the_session_viewer_in_chinese_translates_its_labels_but_not_the_sessions_title_or_id(service, browser, chat_recording):
+    open_page(browser, service, f"s/{chat_recording}?lang=zh")
+    wait_js(browser, "document.querySelectorAll('#content .msg').length === 2", 15)
+    wait_js(browser, "document.querySelector('#info').innerText.includes('时长：7.9s')", 10)
+    info = browser.find_element(By.ID, "info").text
+    assert f"ID：{chat_recording}" in info and "⬇ 下载" in info and "配置" in info
+    assert browser.find_element(By.ID, "title").text == "Chat 03-01 06:22"
+    assert browser.title == "Chat 03-01 06:22 — 会话回放"
+    assert browser.find_element(By.ID, "lang").text == "EN"  # the viewer has the switch too
+    browser.find_element(By.ID, "lang").click()
+    wait_js(browser, "document.querySelector('#info').innerText.includes('Duration: 7.9s')", 10)
+
+
 def test_a_live_chat_and_a_duplex_session_are_replayed_from_the_workers_recordings(service, browser_factory, speech_wav):
     chat = browser_factory()
     open_page(chat, service, "turnbased")

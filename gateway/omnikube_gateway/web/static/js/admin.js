@@ -78,11 +78,12 @@ function renderWorkers() {
     const elapsed = task ? task.elapsed_s + sinceFetch() : null;
     const remaining = task?.estimated_remaining_s != null ? Math.max(0, task.estimated_remaining_s - sinceFetch()) : null;
     return el("tr", { dataset: { worker: w.worker_id, state: w.status } },
-      el("td", {}, w.worker_id),
-      el("td", { class: "muted" }, w.host ? `${w.host}:${w.port}` : ""),
-      el("td", {}, el("span", { class: `badge ${badgeClass(w.status)}` }, w.status)),
-      el("td", {}, w.current_session_id ?? "—"),
-      el("td", {}, w.current_request_type ?? task?.request_type ?? "—"),
+      // What the workers report (names, addresses, states, sessions, task types) is data: never translated.
+      el("td", { "data-no-i18n": true }, w.worker_id),
+      el("td", { class: "muted", "data-no-i18n": true }, w.host ? `${w.host}:${w.port}` : ""),
+      el("td", { "data-no-i18n": true }, el("span", { class: `badge ${badgeClass(w.status)}` }, w.status)),
+      el("td", { "data-no-i18n": true }, w.current_session_id ?? "—"),
+      el("td", { "data-no-i18n": true }, w.current_request_type ?? task?.request_type ?? "—"),
       el("td", {}, elapsed == null ? "—" : `${formatSeconds(elapsed)}${remaining != null ? ` (~${formatSeconds(remaining)} left)` : ""}`),
       el("td", {}, String(w.total_requests ?? 0)));
   });
@@ -95,11 +96,11 @@ function renderQueue() {
     const eta = Math.max(0, (item.estimated_wait_s ?? 0) - sinceFetch());
     return el("tr", { dataset: { ticket: item.ticket_id, position: item.position } },
       el("td", {}, `#${item.position}`),
-      el("td", {}, item.request_type),
-      el("td", {}, item.session_id ?? "—"),
+      el("td", { "data-no-i18n": true }, item.request_type),
+      el("td", { "data-no-i18n": true }, item.session_id ?? "—"),
       el("td", {}, `~${formatSeconds(eta)}`),
       el("td", {}, formatSeconds((item.wait_elapsed_s ?? 0) + sinceFetch())),
-      el("td", { class: "muted" }, item.ticket_id),
+      el("td", { class: "muted", "data-no-i18n": true }, item.ticket_id),
       el("td", {}, el("button", { type: "button", class: "danger", onclick: () => cancelTicket(item.ticket_id) }, "Cancel")));
   });
   $("#queue tbody").replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: 7, class: "muted" }, "Queue empty"))]));
@@ -171,7 +172,7 @@ async function loadApps() {
       el("tr", {},
         el("td", {}, el("input", { type: "checkbox", checked: app.enabled, "aria-label": `Enable ${app.name}`,
           onchange: (e) => toggleApp(app.app_id, e.target.checked) })),
-        el("td", {}, app.name), el("td", { class: "muted" }, app.route),
+        el("td", {}, app.name), el("td", { class: "muted", "data-no-i18n": true }, app.route),
         el("td", {}, el("span", { class: `badge ${app.enabled ? "idle" : "bad"}` }, app.enabled ? "Enabled" : "Disabled")))));
   } catch (error) {
     $("#apps tbody").replaceChildren(el("tr", {}, el("td", { class: "muted" }, `Apps not available: ${error.message}`)));
@@ -202,8 +203,8 @@ async function loadSessions() {
   }
   $("#sessions tbody").replaceChildren(...(sessions.length ? sessions.map((s) =>
     el("tr", { dataset: { session: s.session_id } },
-      el("td", {}, el("a", { href: `s/${encodeURIComponent(s.session_id)}`, target: "_blank" }, s.session_id)),
-      el("td", {}, s.app_type ?? "—"),
+      el("td", { "data-no-i18n": true }, el("a", { href: `s/${encodeURIComponent(s.session_id)}`, target: "_blank" }, s.session_id)),
+      el("td", { "data-no-i18n": true }, s.app_type ?? "—"),
       el("td", { class: "muted" }, s.created_at ? new Date(s.created_at).toLocaleString() : "—"),
       el("td", {}, s.duration_s != null ? `${s.duration_s}s` : "—"),
       el("td", {}, el("button", { type: "button", onclick: () => showRecording(s.session_id) }, "▶ Play")))) :
@@ -248,7 +249,7 @@ async function loadRefAudio() {
     const { ref_audios: list = [] } = await api("api/assets/ref_audio");
     $("#ref-audio tbody").replaceChildren(...(list.length ? list.map((r) =>
       el("tr", {},
-        el("td", {}, r.name), el("td", { class: "muted" }, r.source_type ?? ""),
+        el("td", { "data-no-i18n": true }, r.name), el("td", { class: "muted", "data-no-i18n": true }, r.source_type ?? ""),
         el("td", {}, `${((r.duration_ms ?? 0) / 1000).toFixed(1)}s`),
         el("td", { class: "muted" }, r.created_at ?? ""),
         el("td", {}, el("button", { type: "button", class: "danger", onclick: () => deleteRef(r) }, "Delete")))) :

@@ -128,12 +128,17 @@ function languageSwitch(nav) {
   });
 }
 
+/** The page in the chosen language from now on, with the 中文 / EN switch after the header's nav. */
+export function pageLanguage(nav = $("#nav")) {
+  startI18n();
+  if (nav) languageSwitch(nav);
+}
+
 /** Header nav from GET /api/apps (the static links in the HTML stay if the call fails), and the language. */
 export async function buildNav(current) {
   const nav = $("#nav");
   if (!nav) return;
-  startI18n();
-  languageSwitch(nav);
+  pageLanguage(nav);
 
   try {
     const { apps } = await api("api/apps");

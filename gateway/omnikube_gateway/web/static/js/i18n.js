@@ -91,6 +91,23 @@ const ZH = {
   "Timeout: the session reached its time limit; start again to continue.": "超时：会话已到时间上限，请重新开始。",
   State: "状态", SID: "会话", Model: "模型", Chunks: "块数", KV: "KV", Vision: "视觉", Infer: "推理", Latency: "延迟",
   TTFS: "首声时间", Drift: "漂移", Ahead: "缓冲", Speaking: "说话", Std: "标准", recording: "录音",
+  // admin page
+  "MiniCPM-o 4.5 · Admin": "MiniCPM-o 4.5 · 管理", "Omnikube Admin Dashboard": "Omnikube 管理面板", "Loading…": "加载中…",
+  Workers: "工作进程", Queue: "队列", "ETA settings": "预计等待时间设置", Apps: "应用", "Recent sessions": "最近的会话",
+  "Reference audio library": "参考音频库", Worker: "工作进程", Address: "地址", Task: "任务", Duration: "时长",
+  Requests: "请求数", Position: "位置", Type: "类型", ETA: "预计等待", Waiting: "已等待", Ticket: "票号", Save: "保存",
+  "Session id": "会话 ID", Show: "显示", Created: "创建时间", Idle: "空闲", Busy: "忙碌", "No workers": "没有工作进程",
+  "Queue empty": "队列为空", "Chat (s)": "对话（秒）", "Chat socket (s)": "对话连接（秒）", "Half duplex (s)": "半双工（秒）",
+  "Audio duplex (s)": "语音全双工（秒）", "Omni duplex (s)": "全模态全双工（秒）", "EMA α (0–1)": "EMA α（0–1）",
+  "No EMA data yet": "还没有 EMA 数据", Enabled: "已启用", Disabled: "已停用", "from the server": "来自服务器",
+  "recent sessions of this browser (the server offers no listing)": "本浏览器最近的会话（服务器不提供列表）",
+  "▶ Play": "▶ 播放", "No sessions yet": "还没有会话", "Stereo: L = user, R = AI": "立体声：左 = 用户，右 = AI",
+  "No turns recorded": "没有记录的轮次", "No uploaded reference audio": "没有上传的参考音频",
+  // session viewer
+  "Session Viewer": "会话回放", "⬇ Download": "⬇ 下载", Config: "配置", "Frontend recording (uploaded by the user)": "浏览器录制（用户上传）",
+  "Recorded in the browser: L = user, R = AI": "在浏览器中录制：左 = 用户，右 = AI", Replay: "回放",
+  "Replay not available": "没有回放", Timeline: "时间线", "Play the replay from this chunk": "从这一块开始播放回放",
+  User: "用户", "AI audio": "AI 音频", "Recording data not available (session may still be active)": "录音数据不可用（会话可能仍在进行）",
   // session states, as the metrics grid shows them
   active: "进行中", stopped: "已停止", connecting: "连接中", queued: "排队中", preparing: "准备中",
   pausing: "暂停中", paused: "已暂停", stopping: "停止中", listening: "聆听中", generating: "生成中",
@@ -110,6 +127,29 @@ const PATTERNS = [
   [/^Preset: (.+)$/, (m) => `预设：${m[1]}`],
   [/^Error: (.+)$/, (m) => `错误：${m[1]}`],
   [/^(.+) – MiniCPM-o 4\.5$/, (m) => `${translate(m[1])} – MiniCPM-o 4.5`],
+  // admin page (what the captures hold is data and stays as it is)
+  [/^Updated (.+)$/, (m) => `更新于 ${m[1]}`],
+  [/^Saved at (.+)$/, (m) => `已保存于 ${m[1]}`],
+  [/^Save failed: (.+)$/, (m) => `保存失败：${m[1]}`],
+  [/^Refresh failed: (.+)$/, (m) => `刷新失败：${m[1]}`],
+  [/^Cannot read ETA settings: (.+)$/, (m) => `无法读取预计等待时间设置：${m[1]}`],
+  [/^(\S+) \(~(\S+) left\)$/, (m) => `${m[1]}（剩余约 ${m[2]}）`],
+  [/^EMA (.+)$/, (m) => `EMA ${m[1].replace(/\((\d+) samples\)/g, "（$1 个样本）")}`],
+  [/^Enable (.+)$/, (m) => `启用 ${m[1]}`],
+  [/^Loading (\S+)…$/, (m) => `正在加载 ${m[1]}…`],
+  [/^Recording (\S+)$/, (m) => `录音 ${m[1]}`],
+  [/^(\d+) chunks\. AI said: (.*)$/s, (m) => `${m[1]} 块。AI 说：${m[2] === "(nothing)" ? "（无）" : m[2]}`],
+  [/^Recording not available \((.+)\); the session may still be active\.$/, (m) => `录音不可用（${m[1]}），会话可能仍在进行。`],
+  [/^(Apps not available|Not available): (.+)$/, (m) => `不可用：${m[2]}`],
+  // session viewer
+  [/^(.+) — Session Viewer$/, (m) => `${m[1]} — 会话回放`],
+  [/^Session not found: (.+)$/, (m) => `找不到会话：${m[1]}`],
+  [/^ID: (.+)$/, (m) => `ID：${m[1]}`],
+  [/^Created: (.+)$/, (m) => `创建时间：${m[1]}`],
+  [/^Duration: active$/, () => "时长：进行中"],
+  [/^Duration: (.+)$/, (m) => `时长：${m[1]}`],
+  [/^Worker: GPU (.+)$/, (m) => `工作进程：GPU ${m[1]}`],
+  [/^Comment: (.+)$/s, (m) => `备注：${m[1]}`],
 ];
 
 let lang = "en";
@@ -183,12 +223,17 @@ function walk(root) {
   }
 }
 
+/** The window's title, also when a page sets it later (the viewer names the session). */
+function retitle() {
+  const title = shownFor(originals.get(document), document.title);
+  originals.set(document, title);
+  if (document.title !== title.shown) document.title = title.shown;
+}
+
 function apply() {
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
   document.dispatchEvent(new CustomEvent("omnikube:lang", { detail: lang }));
-  const title = shownFor(originals.get(document), document.title);
-  originals.set(document, title);
-  document.title = title.shown;
+  retitle();
   walk(document.body);
 }
 
@@ -226,15 +271,18 @@ export function startI18n() {
   const browser = (navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en";
   lang = chosen() ?? browser;
   if (!observer) {
+    const titleElement = document.querySelector("title");
     observer = new MutationObserver((records) => {
       if (lang !== "zh") return;
       for (const record of records) {
-        if (record.type === "characterData") textNode(record.target);
+        if (titleElement?.contains(record.target)) retitle();
+        else if (record.type === "characterData") textNode(record.target);
         else if (record.type === "attributes") attributes(record.target);
         else record.addedNodes.forEach(walk);
       }
     });
     observer.observe(document.body, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ATTRIBUTES });
+    if (titleElement) observer.observe(titleElement, { subtree: true, childList: true, characterData: true });
   }
   apply();
 }

@@ -2,7 +2,7 @@
  * Session viewer (s/{id}): metadata, comment, and the recording: the stitched replay and the chunk
  * timeline for duplex sessions, the turns with their audio for chat and half-duplex sessions.
  */
-import { $, api, el, keyedUrl, sessionAssetUrl } from "./common.js";
+import { $, api, el, keyedUrl, pageLanguage, sessionAssetUrl } from "./common.js";
 
 const id = decodeURIComponent(location.pathname.split("/s/").pop().replace(/\/$/, ""));
 
@@ -17,9 +17,10 @@ function audio(path) {
 function renderInfo(meta, comment) {
   document.title = `${meta.title || id} — Session Viewer`;
   $("#title").textContent = meta.title || id;
+  $("#title").dataset.noI18n = ""; // the session's own title or id: data, never translated
   $("#info").replaceChildren(
     el("div", { class: "row" },
-      el("span", { class: "badge" }, meta.app_type ?? "session"),
+      el("span", { class: "badge", "data-no-i18n": true }, meta.app_type ?? "session"),
       el("a", { href: keyedUrl(`api/sessions/${encodeURIComponent(id)}/download`) }, "⬇ Download")),
     el("div", {}, `ID: ${id}`),
     el("div", {}, `Created: ${meta.created_at ? new Date(meta.created_at).toLocaleString() : "—"}`),
@@ -75,8 +76,8 @@ function renderDuplex(rec) {
         : String(c.index)),
       el("td", {}, c.user_frame ? el("img", { class: "thumb", src: assetUrl(c.user_frame), alt: `frame ${c.index}`, loading: "lazy" }) : "",
         c.user_audio ? audio(c.user_audio) : "—"),
-      el("td", {}, el("span", { class: `badge ${c.result?.mode === "SPEAK" ? "busy" : ""}` }, c.result?.mode ?? "?"),
-        " ", c.result?.text ?? "", c.result?.end_of_turn ? " ⏎" : ""),
+      el("td", { "data-no-i18n": true }, el("span", { class: `badge ${c.result?.mode === "SPEAK" ? "busy" : ""}` }, c.result?.mode ?? "?"),
+        " ", c.result?.text ?? "", c.result?.end_of_turn ? " ⏎" : ""), // the model's words
       el("td", {}, c.result?.ai_audio ? audio(c.result.ai_audio) : "")));
   parts.push(el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "#"), el("th", {}, "User"), el("th", {}, "Model"), el("th", {}, "AI audio"))),
     el("tbody", {}, ...rows)));
@@ -114,4 +115,5 @@ async function main() {
   $("#content").prepend(...(await frontendRecording()));
 }
 
+pageLanguage();
 main();
