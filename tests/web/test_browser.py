@@ -559,6 +559,29 @@ def test_an_omni_call_recorded_in_the_browser_downloads_as_a_video_with_both_voi
         assert abs(streams[kind]["end_s"] - seconds) < 1.0, (kind, streams[kind], seconds)
 
 
+def white_share_of_the_subtitle_band(data: bytes) -> tuple[float, float]:
+    """The share of white pixels where the subtitles go (the lower third), in the recording's first
+    and last frames: Chromium's fake camera is green, so white there is burnt-in text."""
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    shares = []
+    for image in (frames[0], frames[-1]):
+        band = image[int(image.shape[0] * 0.6):int(image.shape[0] * 0.92)]
+        shares.append(float((band.min(axis=2) > 200).mean()))
+    return shares[0], shares[1]
+
+
+def test_an_omni_call_recorded_in_the_browser_has_the_models_words_burnt_into_the_picture(
+        service, browser_factory, speech_wav):
+    browser, _ = recorded_omni_call(browser_factory, service, speech_wav)  # stopped while the words showed
+    _, data = download(browser, "download-rec")
+    before, after = white_share_of_the_subtitle_band(data)
+    assert before == 0.0  # the call's first frame: the model had not spoken yet
+    assert after > 0.003, after  # its last: the subtitles' letters
+
+
 def test_an_omni_call_recorded_in_the_mp4_format_chosen_in_the_rec_panel_downloads_as_an_mp4(
         service, browser_factory, speech_wav):
     browser = browser_factory(fake_audio=speech_wav)
