@@ -179,7 +179,7 @@ class WorkersSpec(_Scheduling):
         description="A busy worker chosen for removal gets no new work and is deleted when its session ends or after this many seconds.",
     )
     termination_grace_period_seconds: int = Field(
-        30, ge=0, description="Time a worker gets to finish after SIGTERM."
+        30, ge=0, description="Time a worker gets to finish after SIGTERM: it drains for this less 3 s (in-flight requests, then replay videos being made) and exits by itself."
     )
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec, description="Scale workers on the gateway's queue wait (off by default).")
 

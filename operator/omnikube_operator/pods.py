@@ -27,6 +27,14 @@ PROBE_PERIOD_S = 5
 MODEL_LOAD_S = 16        # the seed's measured load time
 COMPILE_EXTRA_S = 60     # torch.compile on first inference (the guide); the static chat cache's step: 40 s measured
 STARTUP_SAFETY = 4       # startup budget = SAFETY x expected time, for slow disks and cold caches
+# The worker drains for its termination grace period less this (in-flight requests, then replay
+# videos being made; `--drain-seconds`), then exits by itself: an idle worker left 1.3 s after
+# SIGTERM on the local node, so the kubelet's SIGKILL at the end of the grace never cuts a write.
+EXIT_MARGIN_S = 3
+
+
+def drain_seconds(owner: Owner) -> int:
+    return max(0, owner.spec.workers.termination_grace_period_seconds - EXIT_MARGIN_S)
 
 
 def worker_port(owner: Owner, index: int) -> int:
@@ -82,6 +90,7 @@ def _container(owner: Owner, index: int) -> dict[str, Any]:
         "command": [
             "omnikube-worker", "--worker-index", str(index), "--config", CONFIG_PATH,
             "--backend", owner.spec.backend.type, "--host", "0.0.0.0", "--port", str(port),
+            "--drain-seconds", str(drain_seconds(owner)),
         ],
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": env,

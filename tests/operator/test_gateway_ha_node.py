@@ -77,14 +77,22 @@ def gateway_pods(omni, name: str) -> list[str]:
                   if not p["metadata"].get("deletionTimestamp"))
 
 
-@pytest.mark.parametrize("replicas", [2, 1], ids=["two-gateways", "one-gateway"])
-def test_a_deleted_gateway_pod_costs_no_request_with_two_replicas(omni, start_operator, omnikube_images, replicas):
+def create_simulated(omni, start_operator, workers: dict | None = None, **sections: dict) -> str:
+    """The simulated sample with one worker (the node's few GPUs are shared), `workers` and other
+    spec sections merged in, created with an operator running; returns its name."""
     sample = load_sample("simulated")
     name, spec = sample["metadata"]["name"], sample["spec"]
-    spec["workers"]["replicas"] = 1
-    spec["gateway"]["replicas"] = replicas
+    spec["workers"].update({"replicas": 1, **(workers or {})})
+    for section, values in sections.items():
+        spec[section] = {**spec.get(section, {}), **values}
     start_operator()
     omni.create(name, spec)
+    return name
+
+
+@pytest.mark.parametrize("replicas", [2, 1], ids=["two-gateways", "one-gateway"])
+def test_a_deleted_gateway_pod_costs_no_request_with_two_replicas(omni, start_operator, omnikube_images, replicas):
+    name = create_simulated(omni, start_operator, gateway={"replicas": replicas})
     omni.wait_condition(name, "Ready", "True", timeout=240)
     eventually(lambda: len(ready_endpoints(omni, name)) == replicas, 60, f"{replicas} gateway endpoints")
     service = omni.child("v1", "Service", f"{name}-gateway")

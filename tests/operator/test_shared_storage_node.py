@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.omnideployment import eventually, load_sample
-from tests.operator.test_gateway_ha_node import gateway_pods, ready_endpoints
+from tests.fixtures.omnideployment import eventually
+from tests.operator.test_gateway_ha_node import create_simulated, gateway_pods, ready_endpoints
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -84,12 +84,7 @@ def static_volumes(k8s_node, tmp_path_factory) -> Iterator[StaticVolumes]:
 
 
 def test_recordings_and_voices_live_on_the_shared_volume(omni, start_operator, omnikube_images, static_volumes):
-    sample = load_sample("simulated")
-    name, spec = sample["metadata"]["name"], sample["spec"]
-    spec["workers"]["replicas"] = 1
-    spec["storage"] = {"enabled": True, "size": "1Gi"}
-    start_operator()
-    omni.create(name, spec)
+    name = create_simulated(omni, start_operator, storage={"enabled": True, "size": "1Gi"})
     directory = static_volumes.bind(omni, f"{name}-data")
     omni.wait_condition(name, "Ready", "True", timeout=240)
     eventually(lambda: len(ready_endpoints(omni, name)) == 1, 60, "the gateway in its Service")

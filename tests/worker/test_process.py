@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -154,3 +157,27 @@ def test_the_worker_does_not_negotiate_per_message_compression(shared_worker):
 
     assert asyncio.run(extensions()) == [None, []]
     shared_worker.wait_status("idle")
+
+
+def test_sigterm_ends_an_in_flight_chat_within_the_drain_and_exits_zero(start_worker):
+    worker = start_worker(tokens_per_s=1, args=["--drain-seconds", "1"])  # a reply of ~15 words takes ~15 s
+    reply: list[object] = []
+
+    def chat() -> None:
+        try:
+            reply.append(httpx.post(f"{worker.url}/chat", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=60))
+        except httpx.HTTPError as exc:
+            reply.append(exc)
+
+    thread = threading.Thread(target=chat, daemon=True)
+    thread.start()
+    wait_until(lambda: (worker.health() or {}).get("worker_status", "").startswith("busy"), 10, "the chat to start")
+    signalled = time.monotonic()
+    worker.process.send_signal(signal.SIGTERM)
+    worker.process.wait(8)  # within its drain, not after the reply
+    # The request had its drain second first: a worker that died on the signal would exit at once.
+    assert time.monotonic() - signalled >= 0.9
+    # uvicorn re-raises the signal after a clean shutdown; as PID 1 of a container that exit is 0.
+    assert worker.process.returncode in (0, -signal.SIGTERM)
+    thread.join(10)
+    assert reply and isinstance(reply[0], httpx.HTTPError), reply  # cut at the drain, not answered

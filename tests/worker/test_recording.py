@@ -179,3 +179,24 @@ def test_audio_duplex_and_omni_sessions_without_frames_get_no_video(recording_cl
         wait_for(lambda: (folder / "recording.json").exists(), "the recording")
         assert "merged_replay_video" not in read(folder / "recording.json")
     assert not list(sessions.glob("*/merged_replay.mp4"))
+
+
+def test_replay_videos_still_running_at_the_drain_deadline_are_cancelled():
+    import asyncio
+    import time
+
+    from omnikube_worker import recording
+
+    async def scenario() -> tuple[bool, bool, float]:
+        quick = asyncio.ensure_future(asyncio.sleep(0.01, True))
+        stuck = asyncio.ensure_future(asyncio.sleep(60, True))
+        for task in (quick, stuck):
+            recording._background.add(task)
+            task.add_done_callback(recording._background.discard)
+        started = time.monotonic()
+        await recording.finish_background(started + 0.2)
+        return quick.result(), stuck.cancelled(), time.monotonic() - started
+
+    finished, cancelled, waited = asyncio.run(scenario())
+    assert finished and cancelled
+    assert waited < 5  # the deadline, not the stuck video's 60 s

@@ -54,7 +54,8 @@ def create_app(settings: WorkerSettings | None = None, backend: Backend | None =
             yield
         finally:
             loading.cancel()
-            await recording.finish_background()  # replay videos in progress complete (or time out)
+            # Replay videos in progress complete (or time out), within the drain deadline after SIGTERM if one is set.
+            await recording.finish_background(getattr(app.state, "drain_deadline", None))
 
     app = FastAPI(title="Omnikube worker", version="0.1.0", lifespan=lifespan)
     app.state.worker = ctx

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="listen port (default: service.worker_base_port + index)")
     p.add_argument("--host", default=None, help="bind address (default 0.0.0.0)")
     p.add_argument("--duplex-pause-timeout", type=float, default=None, help="seconds a duplex session may stay paused")
+    p.add_argument("--drain-seconds", type=float, default=None,
+                   help="after SIGTERM, the most seconds in-flight requests and replay videos get before the worker "
+                        "exits (default: no bound); the operator sets it from the pod's termination grace period")
     p.add_argument("--log-level", default="info")
     sim = p.add_argument_group("simulated backend (also OMNIKUBE_SIM_* environment variables)")
     sim.add_argument("--sim-load-s", type=float, default=None, help="simulated model load time")
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     from .app import create_app
+    from .draining import DrainingServer
 
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
@@ -94,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failure=stop_on_load_failure)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_MESSAGE_BYTES,
+    server = DrainingServer(uvicorn.Config(app, host=settings.host, port=settings.port, ws_max_size=WS_MAX_MESSAGE_BYTES,
                                            # Audio and video frames barely compress: deflate would cost
                                            # ~5 ms per 85 kB chunk for nothing (the gateway turns it off too).
-                                           ws_per_message_deflate=False, log_level=args.log_level.lower(), lifespan="on"))
+                                           ws_per_message_deflate=False, log_level=args.log_level.lower(), lifespan="on",
+                                           timeout_graceful_shutdown=args.drain_seconds), args.drain_seconds)
     logging.getLogger("omnikube.worker").info("worker %d (%s backend) on %s:%d", settings.worker_index,
                                                settings.backend, settings.host, settings.port)
     server.run()

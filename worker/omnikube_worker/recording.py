@@ -226,11 +226,20 @@ def _slots(timeline: list[tuple[np.ndarray, np.ndarray | None]]):
         yield user, ai16, max(user.size, ai16.size, INPUT_SAMPLE_RATE)
 
 
-async def finish_background() -> None:
-    """Wait for the replay videos still being made (each bounded by replay_video.TIMEOUT_S)."""
+async def finish_background(deadline: float | None = None) -> None:
+    """Wait for the replay videos still being made (each bounded by replay_video.TIMEOUT_S), until
+    the monotonic `deadline` if one is given; those still running then are cancelled (their
+    recording keeps its merged_replay.wav, without the video)."""
     running = [task for task in _background if task.get_loop() is asyncio.get_running_loop()]
-    if running:
-        await asyncio.gather(*running, return_exceptions=True)
+    if not running:
+        return
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    _, late = await asyncio.wait(running, timeout=timeout)
+    for task in late:
+        log.warning("replay video still being made at the drain deadline: cancelled")
+        task.cancel()
+    if late:
+        await asyncio.gather(*late, return_exceptions=True)
 
 
 def slot_seconds(timeline: list[tuple[np.ndarray, np.ndarray | None]]) -> list[float]:

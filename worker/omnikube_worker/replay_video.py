@@ -118,6 +118,10 @@ async def make(directory: Path, entries: list[dict[str, Any]], slots_s: list[flo
                 await process.wait()
                 log.warning("replay video for %s: ffmpeg ran past %.0f s, stopped", directory.name, TIMEOUT_S)
                 return False
+            except asyncio.CancelledError:  # the worker's drain deadline: no ffmpeg outlives it
+                process.kill()
+                await process.wait()
+                raise
             if process.returncode != 0:
                 log.warning("replay video for %s: ffmpeg failed (%s): %s", directory.name, process.returncode,
                             stderr.decode(errors="replace")[-500:])
