@@ -75,7 +75,7 @@ def _variant_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[st
                 duplex.append([f"{label}, {kind}", "not run: chat only", "", "", "", "", ""])
                 continue
             costs = ", ".join(f"{part} {fmt(chunk[f'cost_{part}_ms_p50'], 0)}"
-                              for part in ("llm", "tts", "token2wav") if f"cost_{part}_ms_p50" in chunk)
+                              for part in ("llm", "tts_prep", "tts", "token2wav") if f"cost_{part}_ms_p50" in chunk)
             duplex.append([f"{label}, {kind}", str(chunk["chunks"]), fmt(chunk["p50_ms"], 1), fmt(chunk["p99_ms"], 1),
                            fmt(chunk["max_ms"], 1), fmt(chunk["rtf_p50"], 2), costs or "–"])
     return chat, duplex
@@ -162,7 +162,7 @@ def run(ctx: Context) -> Section:
     section.tables.append(Table(["variant", "start -> idle (s)", "chat first token (ms)", "ms per decoded token",
                                  "first call of each length (compiles)", "mode switch mean (ms)"], chat))
     section.tables.append(Table(["variant, chunks", "chunks", "p50 ms", "p99 ms", "max ms", "real-time factor p50",
-                                 "p50 cost ms (LLM, TTS, token2wav)"], duplex))
+                                 "p50 cost ms (LLM, TTS prep, TTS, token2wav)"], duplex))
     section.targets = _targets(result)
     section.notes += [
         "The guide's figures for comparison: about 21.5 GB after init with token2wav (21,961 MiB measured), "

@@ -159,7 +159,7 @@ def duplex_summary(results: list[dict]) -> dict:
     summary = {"chunks": len(wall), "p50_ms": percentile(wall, 50), "p99_ms": percentile(wall, 99),
                "max_ms": max(wall), "rtf_p50": percentile(wall, 50) / 1000.0,
                "speaking": sum(not r["is_listen"] for r in results)}
-    for cost in ("cost_llm_ms", "cost_tts_ms", "cost_token2wav_ms"):
+    for cost in sorted({key for r in results for key in r if key.startswith("cost_")}):
         values = [r[cost] for r in results[2:] if r.get(cost)]
         if values:
             summary[f"{cost}_p50"] = percentile(values, 50)

@@ -27,6 +27,16 @@ def start_with_metrics(start_operator) -> tuple[object, int]:
     return start_operator("--metrics-port", str(port), "--bind", "127.0.0.1"), port
 
 
+def delete_the_worker_and_wait_for_its_replacement(omni, timeout: float) -> None:
+    """Which index the replacement gets is not the point here (an operator whose pod index still
+    holds the deleted pod takes the next one): one live worker, not the deleted one."""
+    old = next(p for p in omni.pods("led") if not p["metadata"].get("deletionTimestamp"))
+    omni.api.delete("v1", "Pod", omni.namespace, old["metadata"]["name"])
+    eventually(lambda: [p["metadata"]["uid"] for p in omni.pods("led") if not p["metadata"].get("deletionTimestamp")]
+               not in ([], [old["metadata"]["uid"]]) and len(omni.live_worker_names("led")) == 1, timeout,
+               "one new worker in place of the deleted one")
+
+
 def test_a_second_operator_waits_while_the_first_leads_and_takes_over_when_it_stops(omni, start_operator):
     leader, leader_port = start_with_metrics(start_operator)
     omni.create("led", spec(replicas=1))
@@ -38,9 +48,7 @@ def test_a_second_operator_waits_while_the_first_leads_and_takes_over_when_it_st
     eventually(lambda: "Initial authentication has finished" in follower.log() and reconciles(follower_port) == 0, 30,
                "the second operator to be up")
     # The leader alone repairs what breaks meanwhile; the follower's counter stays at zero.
-    omni.api.delete("v1", "Pod", omni.namespace, "led-worker-0")
-    eventually(lambda: [p["metadata"]["uid"] for p in omni.pods("led") if not p["metadata"].get("deletionTimestamp")], 30,
-               "the leader to replace the deleted worker")
+    delete_the_worker_and_wait_for_its_replacement(omni, 30)
     before = reconciles(leader_port)
     eventually(lambda: reconciles(leader_port) >= before + 3, 30, "the leader to keep reconciling")
     assert reconciles(follower_port) == 0, "the paused operator reconciled while the leader ran"
@@ -50,5 +58,4 @@ def test_a_second_operator_waits_while_the_first_leads_and_takes_over_when_it_st
     eventually(lambda: reconciles(follower_port) >= 1, 60, "the follower to take over")
     handover_s = time.monotonic() - stopped_at
     record({"test": "operator leader stopped", "handover_s": round(handover_s, 2)})
-    omni.api.delete("v1", "Pod", omni.namespace, "led-worker-0")
-    omni.wait_workers("led", ["led-worker-0"], timeout=30)
+    delete_the_worker_and_wait_for_its_replacement(omni, 30)
