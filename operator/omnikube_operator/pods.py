@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from omnikube import labels
+from omnikube.config import ChatCache
 from omnikube.spec import BackendType
 
 from .configmap import worker_config_hash
@@ -43,7 +44,7 @@ def worker_port(owner: Owner, index: int) -> int:
 
 
 def startup_failure_threshold(owner: Owner) -> int:
-    compiles = owner.spec.service.compile or owner.spec.model.chat_cache == "static"  # both compile at load
+    compiles = owner.spec.service.compile or owner.spec.model.chat_cache == ChatCache.static  # both compile at load
     expected = MODEL_LOAD_S + (COMPILE_EXTRA_S if compiles else 0)
     return math.ceil(expected * STARTUP_SAFETY / PROBE_PERIOD_S)
 

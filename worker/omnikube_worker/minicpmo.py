@@ -39,6 +39,7 @@ from typing import Any, AsyncIterator, Iterator
 import numpy as np
 
 from omnikube.audio import decode_audio
+from omnikube.config import ChatCache
 from omnikube.protocol import INPUT_SAMPLE_RATE, DuplexConfig
 
 from . import metrics
@@ -225,14 +226,14 @@ def samples(options: GenerateOptions) -> bool:
     return options.do_sample and options.temperature > 0
 
 
-def chat_generation(chat_cache: str) -> dict[str, Any]:
+def chat_generation(chat_cache: ChatCache) -> dict[str, Any]:
     """The LLM's generation settings while it decodes a chat reply, for `model.chat_cache`. A static cache keeps every decoding
     step's shapes the same, so transformers compiles the step once (on a GPU only) instead of running
     it module by module from Python, which is where eager decoding spends most of its time. The
     compile mode is "default", not transformers' CUDA-graph "reduce-overhead": chat reads every
     step's hidden states after decoding (the TTS speaks from them), and a CUDA graph overwrites its
     outputs on the next replay."""
-    if chat_cache != "static":
+    if chat_cache != ChatCache.static:
         return {}
     from transformers import CompileConfig
 
@@ -272,7 +273,7 @@ class ModelCalls:
     """
 
     def __init__(self, model: Any, layout: str, modes: Any = None, default_voice_path: str | None = None,
-                 chat_cache: str = "dynamic") -> None:
+                 chat_cache: ChatCache = ChatCache.dynamic) -> None:
         self.model = model
         self.layout = layout
         self.modes = modes                       # the unified class's ProcessorMode enum
@@ -626,7 +627,7 @@ class MiniCPMoBackend(Backend):
                  directory, self.device, time.monotonic() - started, attn)
         if s.compile and code.layout == "unified":
             self._compile(model)
-        if s.chat_cache == "static" and self.device.startswith("cuda"):
+        if s.chat_cache == ChatCache.static and self.device.startswith("cuda"):
             self._warm_chat()
 
     def default_voice(self) -> tuple[str, np.ndarray] | None:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from omnikube.config import OmniConfig
+from omnikube.config import ChatCache, OmniConfig
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class WorkerSettings:
     device: str = "auto"                    # "auto" | "cpu" | "cuda" | "cuda:N" (model.device)
     chat_vocoder: str = "token2wav"
     compile: bool = False
-    chat_cache: str = "dynamic"             # "dynamic" | "static" (model.chat_cache)
+    chat_cache: ChatCache = ChatCache.dynamic  # model.chat_cache
     pause_timeout: float = 60.0
     busy_grace_s: float = 5.0               # how long a new session waits for a previous one's cleanup
     recording: bool = False                 # write session recordings (config recording.enabled)
@@ -91,7 +91,7 @@ class WorkerSettings:
             device=config.model.device,
             chat_vocoder=_value(config.audio.chat_vocoder),
             compile=config.service.compile,
-            chat_cache=_value(config.model.chat_cache),
+            chat_cache=ChatCache(_value(config.model.chat_cache)),
             pause_timeout=config.duplex.pause_timeout,
             recording=config.recording.enabled,
             data_dir=config.service.data_dir,
