@@ -5,6 +5,9 @@
 # accelerate and prometheus-client). Written to .whl/ (git-ignored); install there with
 #   python3 -m pip install --no-index --no-deps .whl/*.whl
 # and run the project from the checkout with PYTHONPATH=.:worker (see docs/benchmarks.md, GPU).
+# av (PyAV, 36 MB) is needed there too: the worker decodes its default voice with it at load, and
+# without it the worker exits with code 3. With av the wheels are about 59 MiB; packing the model
+# directory as a .tar.gz beside them (4 MiB) keeps one `device` carry under its 64 MiB.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYVER=${PYVER:-3.12}
