@@ -97,7 +97,8 @@ class Worker:
         command = [sys.executable, "-m", "tests.fixtures.scripted_worker", "--backend", "minicpmo", "--model-path",
                    str(checkpoint), "--device", "auto", "--host", "127.0.0.1", "--port", str(port),
                    "--log-level", "warning"] + VARIANTS[variant]
-        self.log = open(work / f"worker-{variant}.log", "wb")
+        self.log_path = work / f"worker-{variant}.log"
+        self.log = open(self.log_path, "wb")
         self.started = time.monotonic()
         self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
@@ -105,7 +106,8 @@ class Worker:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.process.returncode}")
+                # The reason travels in the result file: the GPU machine and its logs are gone after the call.
+                raise RuntimeError(f"worker exited with {self.process.returncode}: {self.log_tail()}")
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).json().get("worker_status") == "idle":
                     return time.monotonic() - self.started
@@ -113,6 +115,11 @@ class Worker:
                 pass
             time.sleep(0.2)
         raise TimeoutError("worker did not become idle")
+
+    def log_tail(self, lines: int = 12) -> str:
+        self.log.flush()
+        text = self.log_path.read_bytes()[-4000:].decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-lines:])
 
     def metrics(self) -> str:
         return httpx.get(f"{self.url}/metrics", timeout=10).text

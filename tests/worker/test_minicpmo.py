@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from omnikube_worker.minicpmo import apply_attention, apply_weight_override, resolve_attn_implementation
+from omnikube_worker.minicpmo import apply_attention, apply_weight_override, model_directory, resolve_attn_implementation
 from omnikube_worker.model_device import resolve_device
 
 torch = pytest.importorskip("torch", reason="torch is installed by scripts/setup.d/25-torch-cpu.sh")
@@ -54,6 +54,21 @@ def test_pt_override_that_is_not_a_state_dict_is_refused(tmp_path):
     torch.save([1, 2, 3], path)
     with pytest.raises(ValueError, match="expected a state dict"):
         apply_weight_override(torch.nn.Linear(2, 2), str(path))
+
+
+# ---- model path ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("missing", ["/models/minicpmo-not-mounted", "./weights", "~/no-such-model"])
+def test_a_model_path_that_is_not_there_says_so_instead_of_asking_the_hub(missing):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        model_directory(missing)
+
+
+def test_a_model_path_that_is_a_file_is_refused(tmp_path):
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="is a file, not a model directory"):
+        model_directory(str(weights))
 
 
 # ---- device ------------------------------------------------------------------------------------------

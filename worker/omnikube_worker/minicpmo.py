@@ -144,9 +144,15 @@ def require_vocoder(chat_vocoder: str) -> None:
 
 def model_directory(model_path: str) -> Path:
     """A local model directory; a Hub id is downloaded once (where the machine may reach the Hub)."""
-    path = Path(model_path)
+    path = Path(model_path).expanduser()
     if path.is_dir():
         return path.resolve()
+    # A path that is not there (an unmounted volume, a typo) would otherwise reach the Hub client,
+    # which refuses it as a malformed repository id and never says the directory is missing.
+    if path.exists() or path.is_absolute() or model_path.startswith((".", "~")):
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise FileNotFoundError(f"model.path {model_path!r} {what} (a model directory, or a Hugging Face id like "
+                                "openbmb/MiniCPM-o-4_5)")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(model_path))
