@@ -22,6 +22,9 @@ from .model_cache import model_volume
 from .storage import data_mount, data_volume
 
 WORKER_CONTAINER = "worker"
+# Kubernetes' default terminationMessagePath: a failed model load's reason lands in the container's
+# terminated state, and the OmniDeployment's Degraded condition quotes it (status.py).
+TERMINATION_LOG = "/dev/termination-log"
 PORT_NAME = "worker"
 CONFIG_VOLUME = "config"
 PROBE_PERIOD_S = 5
@@ -91,12 +94,13 @@ def _container(owner: Owner, index: int) -> dict[str, Any]:
         "command": [
             "omnikube-worker", "--worker-index", str(index), "--config", CONFIG_PATH,
             "--backend", owner.spec.backend.type, "--host", "0.0.0.0", "--port", str(port),
-            "--drain-seconds", str(drain_seconds(owner)),
+            "--drain-seconds", str(drain_seconds(owner)), "--termination-log", TERMINATION_LOG,
         ],
         "ports": [{"name": PORT_NAME, "containerPort": port, "protocol": "TCP"}],
         "env": env,
         "resources": _resources(owner),
         "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
         # Startup covers the model load (and compile); readiness then takes a dead worker out of
         # rotation within ~10 s; liveness restarts one that stopped answering for a minute.
         "startupProbe": {**ready, "failureThreshold": startup_failure_threshold(owner)},

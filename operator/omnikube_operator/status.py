@@ -30,6 +30,9 @@ STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "Inval
                  "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
 
 
+MESSAGE_CHARS = 300  # of a container's own termination message, quoted in a condition
+
+
 @dataclass
 class PodTrouble:
     unschedulable: dict[str, str] = field(default_factory=dict)   # pod -> scheduler message
@@ -48,10 +51,20 @@ def pod_trouble(pods: list[dict[str, Any]]) -> PodTrouble:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
             if reason in STUCK_REASONS:
-                trouble.stuck[name] = f"{reason}: {waiting.get('message') or container.get('image')}"
+                trouble.stuck[name] = f"{reason}: {_last_exit(container) or waiting.get('message') or container.get('image')}"
             elif reason:
                 trouble.waiting[name] = reason
     return trouble
+
+
+def _last_exit(container: dict[str, Any]) -> str | None:
+    """Why a crash-looping container last ended, in its own words (the worker writes a failed load's
+    reason to its termination message), rather than the kubelet's "back-off 10s restarting"."""
+    terminated = (container.get("lastState") or {}).get("terminated") or {}
+    message = (terminated.get("message") or "").strip()
+    if not message:
+        return None
+    return f"exit code {terminated.get('exitCode')}: {message[:MESSAGE_CHARS]}"
 
 
 @dataclass

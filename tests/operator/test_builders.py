@@ -48,6 +48,12 @@ def test_worker_pod_requests_one_gpu_and_runs_the_worker_with_its_index():
     assert labels.worker_selector("omni").split(",")[0].split("=")[1] == pod["metadata"]["labels"][labels.DEPLOYMENT]
 
 
+def test_a_worker_writes_a_failed_loads_reason_where_the_kubelet_reads_it():
+    container = pods.build_worker_pod(owner(), 0)["spec"]["containers"][0]
+    command = container["command"]
+    assert command[command.index("--termination-log") + 1] == container["terminationMessagePath"]
+
+
 @pytest.mark.parametrize("spec", [{"service": {"compile": True}}, {"model": {"chatCache": "static"}}],
                          ids=["service.compile", "model.chatCache static"])
 def test_startup_probe_allows_for_compile(spec):

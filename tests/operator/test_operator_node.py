@@ -10,6 +10,7 @@ import pytest
 from omnikube import labels
 from tests.fixtures.omnideployment import eventually, load_sample
 from tests.fixtures.pod_security import restricted_violations, writable_root_containers
+from tests.operator.test_gateway_ha_node import create_simulated
 
 pytestmark = [pytest.mark.cluster, pytest.mark.node]
 
@@ -62,3 +63,13 @@ def test_locked_down_worker_and_gateway_pods_run_read_only_on_the_node(omni, sta
         refused = omni.cluster.kubectl("exec", "-n", omni.namespace, pod_name, "--", "python3", "-c", write,
                                        "/opt/omnikube", check=False)
         assert refused.returncode != 0 and "Read-only file system" in refused.stderr, (component, refused.stderr)
+
+
+def test_a_worker_that_cannot_load_its_model_makes_the_deployment_degraded_with_the_reason(omni, start_operator,
+                                                                                          omnikube_images):
+    # The CPU image has no torch, so the real backend's load fails there, as it would on bad weights;
+    # the reason must reach the OmniDeployment, not only the pod's log.
+    name = create_simulated(omni, start_operator, backend={"type": "minicpmo"})
+    degraded = omni.wait_condition(name, "Degraded", "True", reason="WorkerCrashLooping", timeout=180)
+    assert f"{name}-worker-0: CrashLoopBackOff: exit code 3: model load failed: RuntimeError: the minicpmo backend " \
+           "needs torch" in degraded["message"], degraded["message"]

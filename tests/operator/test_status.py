@@ -54,6 +54,19 @@ def test_an_image_that_cannot_be_pulled_is_degraded():
     assert degraded["reason"] == "WorkerImageUnavailable" and "image not present" in degraded["message"]
 
 
+def test_a_crash_looping_worker_is_degraded_with_the_reason_its_load_failed():
+    pod = {"metadata": {"name": "x-worker-0"}, "status": {"containerStatuses": [{
+        "image": "omnikube/worker:1",
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container=worker"}},
+        "lastState": {"terminated": {"exitCode": 3, "reason": "Error",
+                                     "message": "model load failed: FileNotFoundError: model.path '/models' does not exist"}}}]}}
+    obs = Observation(generation=1, desired=1, workers=[WorkerPod("x-worker-0", 0)], trouble=pod_trouble([pod]))
+    degraded = conditions(compute(obs, {}, NOW))["Degraded"]
+    assert degraded["reason"] == "WorkerCrashLooping"
+    assert degraded["message"] == ("1 worker pod(s) cannot run: x-worker-0: CrashLoopBackOff: exit code 3: "
+                                   "model load failed: FileNotFoundError: model.path '/models' does not exist")
+
+
 def test_an_unchanged_world_gives_an_identical_status():
     obs = Observation(generation=1, desired=1, workers=[WorkerPod("x-worker-0", 0)])
     first = compute(obs, {}, NOW)

@@ -117,10 +117,13 @@ def test_hang_fault_leaves_the_worker_alive_but_stuck_busy(start_worker):
     assert worker.alive() and worker.health()["worker_status"] == "busy_half_duplex"
 
 
-def test_a_load_failure_exits_non_zero(start_worker):
-    worker = start_worker(zero_delay=True, fault="load_error", wait=False)
+def test_a_load_failure_exits_non_zero_and_writes_its_reason_for_the_kubelet(start_worker, tmp_path):
+    termination_log = tmp_path / "termination-log"
+    worker = start_worker(zero_delay=True, fault="load_error", wait=False, args=["--termination-log", str(termination_log)])
     wait_until(lambda: not worker.alive(), 20, "the worker to exit")
     assert worker.process.returncode == 3 and "load failed" in worker.log()
+    assert termination_log.read_text() == ("model load failed: RuntimeError: simulated model load failure "
+                                           "(fault injection)")
 
 
 def test_a_200000_deep_nested_frame_gets_an_error_frame_and_the_session_goes_on(shared_worker):

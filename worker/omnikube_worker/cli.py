@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from omnikube.config import ConfigError, load_config
 from omnikube.protocol import WS_MAX_MESSAGE_BYTES
@@ -18,6 +19,7 @@ from omnikube.protocol import WS_MAX_MESSAGE_BYTES
 from .settings import SimOptions, WorkerSettings
 
 LOAD_FAILURE_EXIT_CODE = 3
+TERMINATION_MESSAGE_BYTES = 4096
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drain-seconds", type=float, default=None,
                    help="after SIGTERM, the most seconds in-flight requests and replay videos get before the worker "
                         "exits (default: no bound); the operator sets it from the pod's termination grace period")
+    p.add_argument("--termination-log", type=Path, default=None,
+                   help="file that gets the reason when the model load fails (the operator gives Kubernetes' "
+                        "/dev/termination-log, so the pod's status and the OmniDeployment's say why)")
     p.add_argument("--log-level", default="info")
     sim = p.add_argument_group("simulated backend (also OMNIKUBE_SIM_* environment variables)")
     sim.add_argument("--sim-load-s", type=float, default=None, help="simulated model load time")
@@ -106,7 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("omnikube.worker").info("worker %d (%s backend) on %s:%d", settings.worker_index,
                                                settings.backend, settings.host, settings.port)
     server.run()
-    return LOAD_FAILURE_EXIT_CODE if failures else 0
+    if not failures:
+        return 0
+    if args.termination_log is not None:
+        write_termination_message(args.termination_log, failures[0])
+    return LOAD_FAILURE_EXIT_CODE
+
+
+def write_termination_message(path: Path, exc: BaseException) -> None:
+    """The load failure's one-line reason, where the kubelet reads it (it keeps at most 4096 bytes)."""
+    message = f"model load failed: {type(exc).__name__}: {exc}".replace("\n", " ")
+    try:
+        path.write_text(message.encode()[:TERMINATION_MESSAGE_BYTES].decode("utf-8", "ignore"))
+    except OSError as write_error:
+        logging.getLogger("omnikube.worker").warning("could not write the termination message to %s: %s", path, write_error)
 
 
 if __name__ == "__main__":

@@ -600,7 +600,11 @@ class MiniCPMoBackend(Backend):
         self.device: str | None = None
 
     def load(self) -> None:
-        import torch
+        try:
+            import torch
+        except ModuleNotFoundError as exc:
+            raise RuntimeError("the minicpmo backend needs torch and the model stack, which this worker image lacks "
+                               "(the CPU image, without torch, runs backend.type simulated only)") from exc
 
         from .model_code import import_model_code
         from .model_device import adapt_model_utils, resolve_device
