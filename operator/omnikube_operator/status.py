@@ -28,9 +28,7 @@ READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
 # Container waiting reasons a person has to fix (image name, registry access, a crashing command).
 STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName",
                  "CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError")
-
-
-MESSAGE_CHARS = 300  # of a container's own termination message, quoted in a condition
+MESSAGE_CHARS = 300  # of a crash-looping container's own termination message, quoted in a condition
 
 
 @dataclass
@@ -51,7 +49,8 @@ def pod_trouble(pods: list[dict[str, Any]]) -> PodTrouble:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
             if reason in STUCK_REASONS:
-                trouble.stuck[name] = f"{reason}: {_last_exit(container) or waiting.get('message') or container.get('image')}"
+                last_exit = _last_exit(container) if reason == "CrashLoopBackOff" else None
+                trouble.stuck[name] = f"{reason}: {last_exit or waiting.get('message') or container.get('image')}"
             elif reason:
                 trouble.waiting[name] = reason
     return trouble

@@ -47,8 +47,10 @@ def test_a_failed_download_is_degraded_with_the_jobs_reason():
 
 
 def test_an_image_that_cannot_be_pulled_is_degraded():
+    # The container's earlier exit (an older image) is not why it cannot run now.
     pod = {"metadata": {"name": "x-worker-0"}, "status": {"containerStatuses": [
-        {"image": "omnikube/worker:nope", "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}}}]}}
+        {"image": "omnikube/worker:nope", "state": {"waiting": {"reason": "ErrImageNeverPull", "message": "image not present"}},
+         "lastState": {"terminated": {"exitCode": 0, "message": "an older run"}}}]}}
     obs = Observation(generation=1, desired=1, workers=[WorkerPod("x-worker-0", 0)], trouble=pod_trouble([pod]))
     degraded = conditions(compute(obs, {}, NOW))["Degraded"]
     assert degraded["reason"] == "WorkerImageUnavailable" and "image not present" in degraded["message"]
