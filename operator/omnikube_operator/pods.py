@@ -29,7 +29,7 @@ PORT_NAME = "worker"
 CONFIG_VOLUME = "config"
 PROBE_PERIOD_S = 5
 MODEL_LOAD_S = 16        # the seed's measured load time
-COMPILE_EXTRA_S = 60     # torch.compile on first inference (the guide); the static chat cache's step: 40 s measured
+COMPILE_EXTRA_S = 60     # torch.compile on first inference (the guide); the static chat cache at load: +37 s measured
 STARTUP_SAFETY = 4       # startup budget = SAFETY x expected time, for slow disks and cold caches
 # The worker drains for its termination grace period less this (in-flight requests, then replay
 # videos being made; `--drain-seconds`), then exits by itself: an idle worker left 1.3 s after
