@@ -67,9 +67,12 @@ def _label(label: str, data: Any) -> str:
 
 def _later_runs(result: dict[str, Any]) -> list[str]:
     """Where a variant was measured apart from the run the section's header names."""
-    return [f"'{_label(VARIANTS[key], result[key])}': {m['gpu']}, commit {m['commit']}; {m['note']}."
-            for key in VARIANTS if isinstance(result.get(key), dict)
-            for m in [result[key].get("measured") or {}] if "date" in m]
+    notes = []
+    for key, label in VARIANTS.items():
+        measured = (result.get(key) or {}).get("measured") or {}
+        if "date" in measured:
+            notes.append(f"'{_label(label, result[key])}': {measured['gpu']}, commit {measured['commit']}; {measured['note']}.")
+    return notes
 
 
 def _variant_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:

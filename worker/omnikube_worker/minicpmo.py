@@ -39,7 +39,7 @@ from typing import Any, AsyncIterator, Iterator
 import numpy as np
 
 from omnikube.audio import decode_audio
-from omnikube.config import ChatCache
+from omnikube.config import DEFAULT_MODEL_PATH, ChatCache
 from omnikube.protocol import INPUT_SAMPLE_RATE, DuplexConfig
 
 from . import metrics
@@ -152,7 +152,7 @@ def model_directory(model_path: str) -> Path:
     if path.exists() or path.is_absolute() or model_path.startswith((".", "~")):
         what = "is a file, not a model directory" if path.exists() else "does not exist"
         raise FileNotFoundError(f"model.path {model_path!r} {what} (a model directory, or a Hugging Face id like "
-                                "openbmb/MiniCPM-o-4_5)")
+                                f"{DEFAULT_MODEL_PATH})")
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(model_path))
